@@ -1,0 +1,24 @@
+//! # homa-proto — the Homa transport protocol as a sans-IO engine
+//!
+//! This crate holds everything about Homa that does not touch an operating system:
+//! the byte-exact wire format ([`wire`]) and the protocol's tunables ([`config`]).
+//! The protocol state machines (RPCs, grants, pacing, loss recovery) join them here;
+//! sockets, threads and clocks live in the crates above (see ARCHITECTURE.md).
+//!
+//! ```
+//! use homa_proto::wire::{Repr, PacketType};
+//!
+//! // V8 of PROTOCOL.md 9.2: an RPC_UNKNOWN sent by a kernel server.
+//! let bytes = [
+//!     0x0f, 0xa0, 0x80, 0x00, 0, 0, 0, 0, 0, 0, 0, 0x13, 0x50, 0x06, 0, 0,
+//!     0x4d, 0xd0, 0xb9, 0x7d, 0, 0, 0, 0, 0, 0, 0x04, 0xd3,
+//! ];
+//! let pkt = Repr::parse(&bytes).unwrap();
+//! assert_eq!(pkt.packet_type(), PacketType::RpcUnknown);
+//! assert_eq!(pkt.common().sender_id, 1235);
+//! ```
+
+pub mod config;
+pub mod wire;
+
+pub use config::{Config, ConfigBuilder, ConfigError};
