@@ -19,6 +19,11 @@
 //! ```
 
 pub mod config;
+#[allow(dead_code)] // used by the engine, which lands in steps
+pub(crate) mod grant;
+pub mod pool;
+pub mod time;
 pub mod wire;
 
 pub use config::{Config, ConfigBuilder, ConfigError};
+pub use time::Time;

@@ -1,0 +1,1 @@
+//! Receiver-side grant scheduling (PROTOCOL.md 3.3). Being written.

@@ -1,0 +1,1 @@
+//! The bpage receive pool (PROTOCOL.md 5.5). Being written.
