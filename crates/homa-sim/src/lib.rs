@@ -1,0 +1,1 @@
+//! Discrete-event network simulation for Homa engines. Being written.
