@@ -30,6 +30,24 @@ pub(super) const LAYOUT: &[(&str, Range<usize>)] = &[
     ("seg.offset", 52..56),
 ];
 
+/// The DATA validity rule shared by parse and emit: a message length of
+/// 1..=[`MAX_MESSAGE_LENGTH`], and a payload inside the message.
+fn check_range(offset: u32, payload_len: usize, message_length: u32) -> Result<(), WireError> {
+    if message_length == 0 || message_length > MAX_MESSAGE_LENGTH {
+        return Err(WireError::InvalidMessageLength { message_length });
+    }
+    if offset >= message_length
+        || u64::from(offset) + payload_len as u64 > u64::from(message_length)
+    {
+        return Err(WireError::DataOutOfRange {
+            offset,
+            payload_len,
+            message_length,
+        });
+    }
+    Ok(())
+}
+
 /// `seg.offset` value meaning "the offset is in `sequence`".
 const SEG_OFFSET_USE_SEQUENCE: u32 = 0xFFFF_FFFF;
 
@@ -61,21 +79,8 @@ impl<T: AsRef<[u8]>> DataPacket<T> {
         let buf = buffer.as_ref();
         check_typed(buf, PacketType::Data)?;
         let pkt = DataPacket { buffer };
-        let message_length = pkt.message_length();
-        if message_length == 0 || message_length > MAX_MESSAGE_LENGTH {
-            return Err(WireError::InvalidMessageLength { message_length });
-        }
-        let offset = pkt.offset();
         let payload_len = pkt.buffer.as_ref().len() - DATA_HEADER_LEN;
-        if offset >= message_length
-            || u64::from(offset) + payload_len as u64 > u64::from(message_length)
-        {
-            return Err(WireError::DataOutOfRange {
-                offset,
-                payload_len,
-                message_length,
-            });
-        }
+        check_range(pkt.offset(), payload_len, pkt.message_length())?;
         Ok(pkt)
     }
 
@@ -205,7 +210,9 @@ impl<'a> DataRepr<'a> {
     }
 
     /// Writes the header and copies the payload into `buf`; returns the packet length.
-    /// The checksum is left 0 (see [`fill_checksum`](super::fill_checksum)).
+    /// The checksum is left 0 (see [`fill_checksum`](super::fill_checksum)). A
+    /// representation the parser would reject (message length outside 1..=1,000,000, or a
+    /// payload outside the message) is refused with the same error.
     pub fn emit(&self, buf: &mut [u8]) -> Result<usize, WireError> {
         let len = self.buffer_len();
         check_emit_len(buf, PacketType::Data, len)?;
@@ -214,6 +221,7 @@ impl<'a> DataRepr<'a> {
                 payload_len: self.payload.len(),
             });
         }
+        check_range(self.offset, self.payload.len(), self.message_length)?;
         self.emit_header(buf)?;
         buf[DATA_HEADER_LEN..len].copy_from_slice(self.payload);
         Ok(len)
