@@ -1,9 +1,10 @@
 //! # homa-proto — the Homa transport protocol as a sans-IO engine
 //!
-//! This crate holds everything about Homa that does not touch an operating system:
-//! the byte-exact wire format ([`wire`]) and the protocol's tunables ([`config`]).
-//! The protocol state machines (RPCs, grants, pacing, loss recovery) join them here;
-//! sockets, threads and clocks live in the crates above (see ARCHITECTURE.md).
+//! This crate holds everything about Homa that does not touch an operating system: the
+//! byte-exact wire format ([`wire`]), the protocol's tunables ([`config`]), and the
+//! protocol engine ([`engine`]): RPCs, grants, priorities, pacing, loss recovery and acks,
+//! driven by a caller that passes in the time and moves the packets. Sockets, threads and
+//! clocks live in the crates above (see ARCHITECTURE.md).
 //!
 //! ```
 //! use homa_proto::wire::{Repr, PacketType};
@@ -19,10 +20,17 @@
 //! ```
 
 pub mod config;
-#[allow(dead_code)] // used by the engine, which lands in steps
-pub(crate) mod grant;
+pub mod engine;
+mod grant;
+mod incoming;
+mod outgoing;
+mod pacer;
+mod peer;
 pub mod pool;
+pub mod region;
+mod rpc;
 pub mod time;
+mod timer;
 pub mod wire;
 
 pub use config::{Config, ConfigBuilder, ConfigError};

@@ -158,7 +158,7 @@ impl<T: AsRef<[u8]> + AsMut<[u8]>> Packet<T> {
 
 /// The fields of the common header that carry meaning: ports and the sender's RPC id.
 ///
-/// The other common fields are written by [`emit`](CommonRepr::emit) exactly as homa.ko
+/// The other common fields are written by `emit` exactly as homa.ko
 /// writes them (PROTOCOL.md 1.13) and ignored on receive.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
 pub struct CommonRepr {

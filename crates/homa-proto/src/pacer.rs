@@ -1,0 +1,93 @@
+//! The sender's NIC-backlog pacer (PROTOCOL.md 3.5, the pacer-thread model).
+//!
+//! The engine keeps an estimate of when the NIC will have drained everything handed to
+//! it so far (`link_idle`), at `link_mbps` under-estimated by 1 %. A DATA packet of a
+//! message with more than `defer_min_bytes` left to send may go out only while the
+//! estimated backlog is at most `max_nic_est_backlog_usecs`; otherwise the message waits
+//! on the throttled list and [`Pacer::ready_at`] tells the driver when to come back.
+//! Control packets, short messages and retransmissions are never deferred, but their
+//! bytes are counted in the estimate.
+
+use crate::wire::ETH_OVERHEAD;
+use crate::{Config, Time};
+
+#[derive(Debug, Clone)]
+pub(crate) struct Pacer {
+    /// When the NIC will have sent everything handed to it so far.
+    link_idle: Time,
+    /// Effective link rate in bits per microsecond (= Mbit/s), 99 % of `link_mbps`.
+    rate_mbps: u64,
+    /// Allowed estimated backlog, in nanoseconds.
+    max_backlog_ns: u64,
+    enabled: bool,
+}
+
+impl Pacer {
+    pub(crate) fn new(config: &Config) -> Self {
+        Pacer {
+            link_idle: Time::ZERO,
+            rate_mbps: (u64::from(config.link_mbps()) * 99 / 100).max(1),
+            max_backlog_ns: u64::from(config.max_nic_est_backlog_usecs()) * 1000,
+            enabled: !config.dont_throttle(),
+        }
+    }
+
+    /// Wire time of a packet of `packet_len` Homa bytes behind an IP header of `ip_header` bytes.
+    fn wire_ns(&self, packet_len: usize, ip_header: usize) -> u64 {
+        let bits = ((packet_len + ip_header + ETH_OVERHEAD) * 8) as u64;
+        bits * 1000 / self.rate_mbps
+    }
+
+    /// Accounts a packet handed to the NIC at `now`.
+    pub(crate) fn record(&mut self, now: Time, packet_len: usize, ip_header: usize) {
+        let start = self.link_idle.max(now);
+        self.link_idle = start.add_nanos(self.wire_ns(packet_len, ip_header));
+    }
+
+    /// Whether a deferrable packet may be sent at `now`.
+    pub(crate) fn may_send(&self, now: Time) -> bool {
+        !self.enabled || self.link_idle <= now.add_nanos(self.max_backlog_ns)
+    }
+
+    /// The earliest time a deferrable packet may be sent.
+    pub(crate) fn ready_at(&self) -> Time {
+        Time::from_nanos(
+            self.link_idle
+                .as_nanos()
+                .saturating_sub(self.max_backlog_ns),
+        )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backlog_beyond_the_limit_defers_until_it_drains() {
+        let config = Config::builder().link_mbps(10_000).build().unwrap();
+        let mut p = Pacer::new(&config);
+        let now = Time::from_micros(100);
+        assert!(p.may_send(now));
+        // 1438 + 20 + 42 = 1500 bytes = 12000 bits at 9900 Mbit/s = 1212 ns each.
+        for _ in 0..4 {
+            p.record(now, 1438, 20);
+        }
+        assert!(p.may_send(now), "4.8 us of backlog is under 5 us");
+        p.record(now, 1438, 20);
+        assert!(!p.may_send(now), "6 us of backlog is over 5 us");
+        let ready = p.ready_at();
+        assert!(ready > now && p.may_send(ready));
+        assert_eq!(ready.as_nanos(), now.as_nanos() + 5 * 1212 - 5000);
+    }
+
+    #[test]
+    fn dont_throttle_never_defers() {
+        let config = Config::builder().dont_throttle(true).build().unwrap();
+        let mut p = Pacer::new(&config);
+        for _ in 0..1000 {
+            p.record(Time::ZERO, 1500, 20);
+        }
+        assert!(p.may_send(Time::ZERO));
+    }
+}

@@ -1,0 +1,210 @@
+//! Per-host state: the peer's unscheduled cutoffs (PROTOCOL.md 3.4), when we last sent
+//! it ours, and the acks waiting to be piggy-backed to it (4.5).
+
+use std::collections::HashMap;
+use std::net::{IpAddr, SocketAddr};
+
+use crate::wire::{Ack, AckList, MAX_MESSAGE_LENGTH, MAX_PRIORITIES};
+use crate::Time;
+
+/// Most peers remembered. Beyond this, peers with no pending acks are forgotten (their
+/// cutoffs are relearned on the next exchange), so packets from many addresses cannot
+/// grow the table without bound.
+pub(crate) const MAX_PEERS: usize = 16_384;
+
+/// "Infinity" in a cutoff table (the kernel's INT_MAX).
+const CUTOFF_INFINITY: u32 = i32::MAX as u32;
+
+#[derive(Debug, Clone)]
+pub(crate) struct Peer {
+    /// The peer's cutoffs: entry i = largest message length using level i.
+    cutoffs: [u32; MAX_PRIORITIES],
+    /// Version of the peer's table we hold (0 = none received).
+    pub(crate) cutoff_version: u16,
+    /// When we last sent this peer our CUTOFFS.
+    pub(crate) last_cutoffs_sent: Option<Time>,
+    /// Acks for finished RPCs, per server port on this host, most recent last.
+    acks: Vec<(u16, AckList)>,
+}
+
+impl Peer {
+    fn new() -> Self {
+        // Before any CUTOFFS: entry 6 = infinity, so every unscheduled byte goes at level 6.
+        let mut cutoffs = [0; MAX_PRIORITIES];
+        cutoffs[MAX_PRIORITIES - 2] = CUTOFF_INFINITY;
+        Peer {
+            cutoffs,
+            cutoff_version: 0,
+            last_cutoffs_sent: None,
+            acks: Vec::new(),
+        }
+    }
+
+    /// Stores a CUTOFFS table from this peer; entry 0 is forced to infinity.
+    pub(crate) fn set_cutoffs(&mut self, mut cutoffs: [u32; MAX_PRIORITIES], version: u16) {
+        cutoffs[0] = CUTOFF_INFINITY;
+        self.cutoffs = cutoffs;
+        self.cutoff_version = version;
+    }
+
+    /// Level for the unscheduled bytes of a message of `length` bytes: scanning down
+    /// from `num_priorities - 1`, the first level whose cutoff covers the length.
+    pub(crate) fn unsched_priority(&self, length: u32, num_priorities: u8) -> u8 {
+        let top = usize::from(num_priorities.clamp(1, MAX_PRIORITIES as u8)) - 1;
+        (0..=top)
+            .rev()
+            .find(|&i| self.cutoffs[i] >= length.min(MAX_MESSAGE_LENGTH))
+            .unwrap_or(0) as u8
+    }
+
+    /// Queues an ack for `server_port`. If five are already pending for that port, they
+    /// are returned (to go out in an ACK packet now, with the new one in its header).
+    pub(crate) fn push_ack(&mut self, server_port: u16, ack: Ack) -> Option<AckList> {
+        let list = match self.acks.iter_mut().find(|(p, _)| *p == server_port) {
+            Some((_, list)) => list,
+            None => {
+                self.acks.push((server_port, AckList::new()));
+                &mut self.acks.last_mut().expect("just pushed").1
+            }
+        };
+        if list.is_full() {
+            return Some(core::mem::take(list));
+        }
+        // Cannot fail: the list is not full.
+        let _ = list.push(ack);
+        None
+    }
+
+    /// Takes the most recent pending ack for `server_port`, to piggy-back on a DATA packet.
+    pub(crate) fn take_ack(&mut self, server_port: u16) -> Option<Ack> {
+        let (_, list) = self.acks.iter_mut().find(|(p, _)| *p == server_port)?;
+        let mut rest = AckList::new();
+        let (&last, before) = list.as_slice().split_last()?;
+        for a in before {
+            let _ = rest.push(*a);
+        }
+        *list = rest;
+        Some(last)
+    }
+
+    /// Takes every pending ack for `server_port` (to fill an ACK packet).
+    pub(crate) fn take_all_acks(&mut self, server_port: u16) -> AckList {
+        self.acks
+            .iter_mut()
+            .find(|(p, _)| *p == server_port)
+            .map(|(_, list)| core::mem::take(list))
+            .unwrap_or_default()
+    }
+
+    fn has_pending_acks(&self) -> bool {
+        self.acks.iter().any(|(_, l)| !l.is_empty())
+    }
+}
+
+/// All peers this engine talks to, by IP address.
+#[derive(Debug, Default)]
+pub(crate) struct PeerTable {
+    peers: HashMap<IpAddr, Peer>,
+}
+
+impl PeerTable {
+    /// The peer for `addr`, created if needed (evicting idle peers past [`MAX_PEERS`]).
+    pub(crate) fn get_mut(&mut self, addr: IpAddr) -> &mut Peer {
+        if self.peers.len() >= MAX_PEERS && !self.peers.contains_key(&addr) {
+            self.peers.retain(|_, p| p.has_pending_acks());
+        }
+        self.peers.entry(addr).or_insert_with(Peer::new)
+    }
+
+    /// Unscheduled level for a message to `dest`.
+    pub(crate) fn unsched_priority(&self, dest: IpAddr, length: u32, num_priorities: u8) -> u8 {
+        match self.peers.get(&dest) {
+            Some(p) => p.unsched_priority(length, num_priorities),
+            None => Peer::new().unsched_priority(length, num_priorities),
+        }
+    }
+
+    /// The version of `dest`'s cutoffs we hold (0 if none).
+    pub(crate) fn cutoff_version(&self, dest: IpAddr) -> u16 {
+        self.peers.get(&dest).map_or(0, |p| p.cutoff_version)
+    }
+
+    /// Takes a pending ack for the server socket at `dest`.
+    pub(crate) fn take_ack(&mut self, dest: SocketAddr) -> Option<Ack> {
+        self.peers.get_mut(&dest.ip())?.take_ack(dest.port())
+    }
+
+    pub(crate) fn len(&self) -> usize {
+        self.peers.len()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn before_any_cutoffs_unscheduled_data_goes_at_level_6() {
+        let p = Peer::new();
+        assert_eq!(p.unsched_priority(100, 8), 6);
+        assert_eq!(p.unsched_priority(1_000_000, 8), 6);
+    }
+
+    #[test]
+    fn default_kernel_table_maps_lengths_to_levels() {
+        let mut p = Peer::new();
+        p.set_cutoffs([0, 0, 0, 0, 1_000_000, 15_000, 2800, 200], 1);
+        assert_eq!(p.unsched_priority(200, 8), 7);
+        assert_eq!(p.unsched_priority(201, 8), 6);
+        assert_eq!(p.unsched_priority(2800, 8), 6);
+        assert_eq!(p.unsched_priority(15_000, 8), 5);
+        assert_eq!(p.unsched_priority(15_001, 8), 4);
+        assert_eq!(p.unsched_priority(1_000_000, 8), 4);
+        // With only 4 levels in use locally, the scan starts at level 3.
+        assert_eq!(p.unsched_priority(100, 4), 0);
+    }
+
+    #[test]
+    fn acks_piggyback_most_recent_first_and_overflow_after_five() {
+        let mut p = Peer::new();
+        for id in 1..=5u64 {
+            assert!(p
+                .push_ack(
+                    4000,
+                    Ack {
+                        client_id: 2 * id,
+                        server_port: 4000
+                    }
+                )
+                .is_none());
+        }
+        let overflow = p
+            .push_ack(
+                4000,
+                Ack {
+                    client_id: 12,
+                    server_port: 4000,
+                },
+            )
+            .unwrap();
+        assert_eq!(overflow.len(), 5);
+        assert!(p.take_ack(4000).is_none(), "the overflow took them all");
+        p.push_ack(
+            4000,
+            Ack {
+                client_id: 20,
+                server_port: 4000,
+            },
+        );
+        p.push_ack(
+            4000,
+            Ack {
+                client_id: 22,
+                server_port: 4000,
+            },
+        );
+        assert_eq!(p.take_ack(4000).unwrap().client_id, 22);
+        assert_eq!(p.take_ack(4001), None);
+        assert_eq!(p.take_all_acks(4000).len(), 1);
+    }
+}
