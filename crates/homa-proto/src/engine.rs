@@ -63,7 +63,7 @@
 //! }
 //! ```
 
-use std::collections::{BTreeSet, HashMap, VecDeque};
+use std::collections::{BTreeSet, HashMap, HashSet, VecDeque};
 use std::fmt;
 use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
@@ -86,6 +86,8 @@ use crate::{Config, Time};
 pub const TICK: Duration = Duration::from_millis(1);
 /// Lowest port a client socket may use (`HOMA_MIN_DEFAULT_PORT`).
 pub const MIN_CLIENT_PORT: u16 = 0x8000;
+/// Most finished server RPCs remembered (see [`Stats::stale_requests`]).
+pub const MAX_TOMBSTONES: usize = 1 << 20;
 /// Largest Homa packet to an IPv4 peer on a 1500-byte MTU path (IP header 20).
 pub const DEFAULT_MAX_PACKET_V4: usize = 1500 - 20;
 /// Largest Homa packet to an IPv6 peer on a 1500-byte MTU path (IP header 40).
@@ -415,6 +417,9 @@ pub struct Stats {
     pub freezes_ignored: u64,
     /// Server RPCs freed by acks.
     pub acked_rpcs: u64,
+    /// Request DATA for a server RPC that was recently finished (a delayed duplicate):
+    /// dropped instead of executing the request twice.
+    pub stale_requests: u64,
 }
 
 /// The receiver's grant state, for diagnostics and tests.
@@ -488,6 +493,11 @@ pub struct Engine<R: Region = Vec<u8>> {
     pub(crate) scratch_keys: Vec<u32>,
     /// Buffer space may have been freed: retry stalled messages.
     unstall_pending: bool,
+    /// The latest time passed to any entry point.
+    now: Time,
+    /// Recently finished server RPCs, oldest first, with the time they may be forgotten.
+    tombstones: VecDeque<(Time, IpAddr, u64)>,
+    tombstone_set: HashSet<(IpAddr, u64)>,
 }
 
 impl<R: Region> fmt::Debug for Engine<R> {
@@ -561,6 +571,9 @@ impl<R: Region> Engine<R> {
             stats: Stats::default(),
             scratch_keys: Vec::new(),
             unstall_pending: false,
+            now: Time::ZERO,
+            tombstones: VecDeque::new(),
+            tombstone_set: HashSet::new(),
         })
     }
 
@@ -663,6 +676,7 @@ impl<R: Region> Engine<R> {
         message: Vec<u8>,
         cookie: u64,
     ) -> Result<u64, SendError> {
+        self.now = self.now.max(now);
         self.check_message(message.len())?;
         if !(1..MIN_CLIENT_PORT).contains(&dest.port()) {
             return Err(SendError::InvalidDestinationPort { port: dest.port() });
@@ -706,6 +720,7 @@ impl<R: Region> Engine<R> {
         id: u64,
         message: Vec<u8>,
     ) -> Result<(), SendError> {
+        self.now = self.now.max(now);
         self.check_message(message.len())?;
         if is_client_id(id) {
             return Err(SendError::NotARequestId { id });
@@ -829,6 +844,9 @@ impl<R: Region> Engine<R> {
             self.client_ids.remove(&rpc.id);
         } else {
             self.server_ids.remove(&(rpc.peer.ip(), rpc.id));
+            if rpc.state != RpcState::Incoming {
+                self.add_tombstone(rpc.peer.ip(), rpc.id);
+            }
         }
         if let Some(remaining) = rpc.queued {
             self.sendable.remove(&(remaining, rpc.serial, key));
@@ -855,6 +873,31 @@ impl<R: Region> Engine<R> {
             self.unstall_pending = true;
         }
         Some(rpc)
+    }
+
+    /// Remembers a server RPC whose request was delivered, for twice the timeout, so a
+    /// delayed duplicate of its request cannot execute it again. (The kernel has this
+    /// gap, PROTOCOL.md 7.2.)
+    fn add_tombstone(&mut self, client: IpAddr, id: u64) {
+        let keep = TICK * (2 * self.config.timeout_ticks());
+        if self.tombstones.len() >= MAX_TOMBSTONES {
+            if let Some((_, ip, old)) = self.tombstones.pop_front() {
+                self.tombstone_set.remove(&(ip, old));
+            }
+        }
+        if self.tombstone_set.insert((client, id)) {
+            self.tombstones.push_back((self.now + keep, client, id));
+        }
+    }
+
+    fn expire_tombstones(&mut self, now: Time) {
+        while let Some(&(expiry, ip, id)) = self.tombstones.front() {
+            if expiry > now {
+                break;
+            }
+            self.tombstones.pop_front();
+            self.tombstone_set.remove(&(ip, id));
+        }
     }
 
     /// Re-files RPC `key` in the sendable sets according to its current state.
@@ -903,6 +946,7 @@ impl<R: Region> Engine<R> {
     /// Handles one received datagram: `packet` is the Homa packet (the UDP payload, or
     /// the IP payload for raw IP) from IP address `from`.
     pub fn handle_datagram(&mut self, now: Time, from: IpAddr, packet: &[u8]) {
+        self.now = self.now.max(now);
         self.stats.packets_received += 1;
         if self.shut_down {
             return;
@@ -978,6 +1022,11 @@ impl<R: Region> Engine<R> {
             None if !is_client_id(local_id) => {
                 if !self.options.server {
                     self.stats.requests_to_client += 1;
+                    return;
+                }
+                self.expire_tombstones(now);
+                if self.tombstone_set.contains(&(src.ip(), local_id)) {
+                    self.stats.stale_requests += 1;
                     return;
                 }
                 let serial = self.new_serial();
@@ -1167,6 +1216,9 @@ impl<R: Region> Engine<R> {
             self.queue_control(src, repr);
             return;
         };
+        // The client still wants (part of) the response: it is alive, so restart the
+        // wait for its ack.
+        rpc.done_tick = None;
         let sent_end = out.next_offset;
         let end = if r.is_all() {
             sent_end
@@ -1361,7 +1413,14 @@ impl<R: Region> Engine<R> {
 
     /// Runs timers that are due: the 1 ms tick (RESENDs, timeouts, NEED_ACKs).
     pub fn handle_timeout(&mut self, now: Time) {
-        if self.shut_down || !self.timer_armed || now < self.next_tick {
+        self.now = self.now.max(now);
+        self.expire_tombstones(now);
+        if self.shut_down {
+            return;
+        }
+        // FIFO grants fall due with time alone.
+        self.flush_grants(now);
+        if !self.timer_armed || now < self.next_tick {
             return;
         }
         self.tick(now);

@@ -32,7 +32,9 @@ impl<R: Region> Engine<R> {
                     if waited >= u64::from(timeout_ticks) {
                         // The kernel asks forever (a to-do in its notes.txt); a client
                         // that vanished must not pin server state, so give up after
-                        // `timeout_ticks` unanswered ticks.
+                        // `timeout_ticks` ticks in which the client neither acked nor asked
+                        // for data (a RESEND restarts the wait). The RPC is tombstoned, so
+                        // the request cannot run twice.
                         self.stats.unacknowledged_discards += 1;
                         self.free_rpc(key);
                     } else if waited >= request_ack_ticks {

@@ -97,6 +97,7 @@ use homa_proto::Time;
 mod config;
 mod error;
 mod fault;
+pub mod host;
 mod network;
 pub mod rng;
 mod stats;
