@@ -1107,14 +1107,14 @@ impl<R: Region> Engine<R> {
             at += n as u32;
         }
         let complete = m.is_complete();
-        if m.needs_grants() {
-            if !m.scheduled {
-                m.scheduled = true;
-                self.grants
-                    .insert(key, src.ip(), m.length, m.granted, m.received, m.birth);
-            } else {
-                self.grants.update_received(key, m.received);
-            }
+        if m.scheduled {
+            // Even once fully granted, its bytes left still rank it among the others.
+            self.grants.update_received(key, m.received);
+            self.grants_dirty = true;
+        } else if m.needs_grants() {
+            m.scheduled = true;
+            self.grants
+                .insert(key, src.ip(), m.length, m.granted, m.received, m.birth);
             self.grants_dirty = true;
         }
         if complete {

@@ -20,10 +20,14 @@ pub(crate) const SERVER: usize = 0;
 /// Generous step bound: livelock detection, not a performance limit.
 pub(crate) const MAX_STEPS: u64 = 50_000_000;
 
-/// The response to a request: its bytes reversed, then, if the request starts with a
-/// `0xFF` byte followed by a 4-byte big-endian length, that many bytes of a pattern
-/// (so a small request can ask for a large response).
+/// The response to a request: its bytes reversed; but if the request starts with a
+/// `0xFF` byte followed by a 4-byte big-endian length, that many bytes of a pattern (so a
+/// small request can ask for a large response), and if it starts with `0xFE`, its first
+/// 8 bytes (a large request with a small response).
 pub(crate) fn response_for(request: &[u8]) -> Vec<u8> {
+    if request[0] == 0xFE {
+        return request[..request.len().min(8)].to_vec();
+    }
     if request.len() >= 5 && request[0] == 0xFF {
         let len = u32::from_be_bytes([request[1], request[2], request[3], request[4]]) as usize;
         let seed = request.iter().fold(0u8, |a, b| a.wrapping_add(*b));
@@ -39,6 +43,13 @@ pub(crate) fn request_for_response(len: u32, extra: u8) -> Vec<u8> {
     let mut r = vec![0xFF];
     r.extend_from_slice(&len.to_be_bytes());
     r.push(extra);
+    r
+}
+
+/// A `len`-byte request (at least 8) whose response is small.
+pub(crate) fn one_way(len: usize, fill: u8) -> Vec<u8> {
+    let mut r = vec![fill; len];
+    r[0] = 0xFE;
     r
 }
 
