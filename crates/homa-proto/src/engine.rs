@@ -109,6 +109,9 @@ pub struct EngineOptions {
     pub max_packet_v4: usize,
     /// Largest Homa packet sent to IPv6 peers: path MTU − 40 (− 8 more under UDP).
     pub max_packet_v6: usize,
+    /// Largest Homa packet sent to loopback peers (127.0.0.0/8, ::1), whose MTU is
+    /// usually 65536; `None` = the same as other peers of the family.
+    pub max_packet_loopback: Option<usize>,
 }
 
 impl EngineOptions {
@@ -120,6 +123,7 @@ impl EngineOptions {
             first_id,
             max_packet_v4: DEFAULT_MAX_PACKET_V4,
             max_packet_v6: DEFAULT_MAX_PACKET_V6,
+            max_packet_loopback: None,
         }
     }
 
@@ -535,6 +539,7 @@ impl<R: Region> Engine<R> {
         for (option, value) in [
             ("max_packet_v4", options.max_packet_v4),
             ("max_packet_v6", options.max_packet_v6),
+            ("max_packet_loopback", options.max_packet_loopback.unwrap_or(DEFAULT_MAX_PACKET_V4)),
         ] {
             if !(DATA_HEADER_LEN + 1..=65535).contains(&value) {
                 return Err(EngineError::InvalidPacketSize { option, value });
@@ -605,6 +610,10 @@ impl<R: Region> Engine<R> {
     pub fn rpc_count(&self) -> usize {
         self.rpcs.len()
     }
+    /// Whether client RPC `id` is still waiting for its response.
+    pub fn has_client_rpc(&self, id: u64) -> bool {
+        is_client_id(id) && self.client_ids.contains_key(&id)
+    }
     /// Number of peers with state.
     pub fn peer_count(&self) -> usize {
         self.peers.len()
@@ -619,7 +628,8 @@ impl<R: Region> Engine<R> {
     }
     /// The buffer size [`poll_transmit`](Self::poll_transmit) needs.
     pub fn max_packet_size(&self) -> usize {
-        self.options.max_packet_v4.max(self.options.max_packet_v6)
+        let loopback = self.options.max_packet_loopback.unwrap_or(0);
+        self.options.max_packet_v4.max(self.options.max_packet_v6).max(loopback)
     }
     /// Bytes of unfinished outgoing messages, counted against `wmem_max`.
     pub fn queued_bytes(&self) -> u64 {
@@ -627,9 +637,10 @@ impl<R: Region> Engine<R> {
     }
 
     fn max_seg(&self, dest: IpAddr) -> u32 {
-        let max_packet = match dest {
-            IpAddr::V4(_) => self.options.max_packet_v4,
-            IpAddr::V6(_) => self.options.max_packet_v6,
+        let max_packet = match (dest, self.options.max_packet_loopback) {
+            (d, Some(lo)) if d.is_loopback() => lo,
+            (IpAddr::V4(_), _) => self.options.max_packet_v4,
+            (IpAddr::V6(_), _) => self.options.max_packet_v6,
         };
         (max_packet - DATA_HEADER_LEN) as u32
     }
