@@ -539,7 +539,10 @@ impl<R: Region> Engine<R> {
         for (option, value) in [
             ("max_packet_v4", options.max_packet_v4),
             ("max_packet_v6", options.max_packet_v6),
-            ("max_packet_loopback", options.max_packet_loopback.unwrap_or(DEFAULT_MAX_PACKET_V4)),
+            (
+                "max_packet_loopback",
+                options.max_packet_loopback.unwrap_or(DEFAULT_MAX_PACKET_V4),
+            ),
         ] {
             if !(DATA_HEADER_LEN + 1..=65535).contains(&value) {
                 return Err(EngineError::InvalidPacketSize { option, value });
@@ -629,7 +632,10 @@ impl<R: Region> Engine<R> {
     /// The buffer size [`poll_transmit`](Self::poll_transmit) needs.
     pub fn max_packet_size(&self) -> usize {
         let loopback = self.options.max_packet_loopback.unwrap_or(0);
-        self.options.max_packet_v4.max(self.options.max_packet_v6).max(loopback)
+        self.options
+            .max_packet_v4
+            .max(self.options.max_packet_v6)
+            .max(loopback)
     }
     /// Bytes of unfinished outgoing messages, counted against `wmem_max`.
     pub fn queued_bytes(&self) -> u64 {
@@ -670,6 +676,12 @@ impl<R: Region> Engine<R> {
             self.timer_armed = true;
             self.next_tick = now + TICK;
         }
+    }
+
+    /// Keeps the tick running so pending acks are flushed (see `timer.rs`).
+    fn timer_armed_for_acks(&mut self) {
+        let now = self.now;
+        self.arm_timer(now);
     }
 
     fn new_serial(&mut self) -> u64 {
@@ -1159,7 +1171,8 @@ impl<R: Region> Engine<R> {
                 client_id: id,
                 server_port: peer.port(),
             };
-            if let Some(full) = self.peers.get_mut(peer.ip()).push_ack(peer.port(), ack) {
+            self.timer_armed_for_acks();
+            if let Some(full) = self.peers.push_ack(peer, ack, self.ticks) {
                 let repr = Repr::Ack(AckRepr {
                     common: self.common_to(peer, id),
                     acks: full,
@@ -1439,7 +1452,7 @@ impl<R: Region> Engine<R> {
         if self.next_tick <= now {
             self.next_tick = now + TICK;
         }
-        if self.rpcs.len() == 0 {
+        if self.rpcs.len() == 0 && !self.peers.any_pending_acks() {
             self.timer_armed = false;
         }
     }

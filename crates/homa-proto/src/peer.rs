@@ -23,8 +23,9 @@ pub(crate) struct Peer {
     pub(crate) cutoff_version: u16,
     /// When we last sent this peer our CUTOFFS.
     pub(crate) last_cutoffs_sent: Option<Time>,
-    /// Acks for finished RPCs, per server port on this host, most recent last.
-    acks: Vec<(u16, AckList)>,
+    /// Acks for finished RPCs, per server port on this host, most recent last, with the
+    /// tick at which the list last went from empty to non-empty.
+    acks: Vec<(u16, AckList, u64)>,
 }
 
 impl Peer {
@@ -57,18 +58,23 @@ impl Peer {
             .unwrap_or(0) as u8
     }
 
-    /// Queues an ack for `server_port`. If five are already pending for that port, they
-    /// are returned (to go out in an ACK packet now, with the new one in its header).
-    pub(crate) fn push_ack(&mut self, server_port: u16, ack: Ack) -> Option<AckList> {
-        let list = match self.acks.iter_mut().find(|(p, _)| *p == server_port) {
-            Some((_, list)) => list,
+    /// Queues an ack for `server_port` at timer tick `tick`. If five are already pending
+    /// for that port, they are returned (to go out in an ACK packet now, with the new one
+    /// in its header).
+    pub(crate) fn push_ack(&mut self, server_port: u16, ack: Ack, tick: u64) -> Option<AckList> {
+        let (list, since) = match self.acks.iter_mut().find(|(p, _, _)| *p == server_port) {
+            Some((_, list, since)) => (list, since),
             None => {
-                self.acks.push((server_port, AckList::new()));
-                &mut self.acks.last_mut().expect("just pushed").1
+                self.acks.push((server_port, AckList::new(), tick));
+                let (_, list, since) = self.acks.last_mut().expect("just pushed");
+                (list, since)
             }
         };
         if list.is_full() {
             return Some(core::mem::take(list));
+        }
+        if list.is_empty() {
+            *since = tick;
         }
         // Cannot fail: the list is not full.
         let _ = list.push(ack);
@@ -77,7 +83,7 @@ impl Peer {
 
     /// Takes the most recent pending ack for `server_port`, to piggy-back on a DATA packet.
     pub(crate) fn take_ack(&mut self, server_port: u16) -> Option<Ack> {
-        let (_, list) = self.acks.iter_mut().find(|(p, _)| *p == server_port)?;
+        let (_, list, _) = self.acks.iter_mut().find(|(p, _, _)| *p == server_port)?;
         let mut rest = AckList::new();
         let (&last, before) = list.as_slice().split_last()?;
         for a in before {
@@ -91,13 +97,13 @@ impl Peer {
     pub(crate) fn take_all_acks(&mut self, server_port: u16) -> AckList {
         self.acks
             .iter_mut()
-            .find(|(p, _)| *p == server_port)
-            .map(|(_, list)| core::mem::take(list))
+            .find(|(p, _, _)| *p == server_port)
+            .map(|(_, list, _)| core::mem::take(list))
             .unwrap_or_default()
     }
 
     fn has_pending_acks(&self) -> bool {
-        self.acks.iter().any(|(_, l)| !l.is_empty())
+        self.acks.iter().any(|(_, l, _)| !l.is_empty())
     }
 }
 
@@ -105,6 +111,8 @@ impl Peer {
 #[derive(Debug, Default)]
 pub(crate) struct PeerTable {
     peers: HashMap<IpAddr, Peer>,
+    /// Peers that may hold pending acks.
+    with_acks: Vec<IpAddr>,
 }
 
 impl PeerTable {
@@ -127,6 +135,41 @@ impl PeerTable {
     /// The version of `dest`'s cutoffs we hold (0 if none).
     pub(crate) fn cutoff_version(&self, dest: IpAddr) -> u16 {
         self.peers.get(&dest).map_or(0, |p| p.cutoff_version)
+    }
+
+    /// Queues an ack for the server socket at `server` (see [`Peer::push_ack`]).
+    pub(crate) fn push_ack(&mut self, server: SocketAddr, ack: Ack, tick: u64) -> Option<AckList> {
+        let peer = self.get_mut(server.ip());
+        let was_idle = !peer.has_pending_acks();
+        let full = peer.push_ack(server.port(), ack, tick);
+        if was_idle && !self.with_acks.contains(&server.ip()) {
+            self.with_acks.push(server.ip());
+        }
+        full
+    }
+
+    /// Takes every list of acks that has waited a whole tick (queued before tick
+    /// `tick - 1`) without a DATA packet to ride on, as (server socket, acks) pairs.
+    pub(crate) fn take_stale_acks(&mut self, tick: u64) -> Vec<(SocketAddr, AckList)> {
+        let mut out = Vec::new();
+        let peers = &mut self.peers;
+        self.with_acks.retain(|ip| {
+            let Some(peer) = peers.get_mut(ip) else {
+                return false;
+            };
+            for (port, list, since) in &mut peer.acks {
+                if !list.is_empty() && *since + 1 < tick {
+                    out.push((SocketAddr::new(*ip, *port), core::mem::take(list)));
+                }
+            }
+            peer.has_pending_acks()
+        });
+        out
+    }
+
+    /// Whether some peer may still hold pending acks.
+    pub(crate) fn any_pending_acks(&self) -> bool {
+        !self.with_acks.is_empty()
     }
 
     /// Takes a pending ack for the server socket at `dest`.
@@ -164,47 +207,46 @@ mod tests {
         assert_eq!(p.unsched_priority(100, 4), 0);
     }
 
+    fn ack(client_id: u64) -> Ack {
+        Ack {
+            client_id,
+            server_port: 4000,
+        }
+    }
+
     #[test]
     fn acks_piggyback_most_recent_first_and_overflow_after_five() {
         let mut p = Peer::new();
         for id in 1..=5u64 {
-            assert!(p
-                .push_ack(
-                    4000,
-                    Ack {
-                        client_id: 2 * id,
-                        server_port: 4000
-                    }
-                )
-                .is_none());
+            assert!(p.push_ack(4000, ack(2 * id), 0).is_none());
         }
-        let overflow = p
-            .push_ack(
-                4000,
-                Ack {
-                    client_id: 12,
-                    server_port: 4000,
-                },
-            )
-            .unwrap();
+        let overflow = p.push_ack(4000, ack(12), 0).unwrap();
         assert_eq!(overflow.len(), 5);
         assert!(p.take_ack(4000).is_none(), "the overflow took them all");
-        p.push_ack(
-            4000,
-            Ack {
-                client_id: 20,
-                server_port: 4000,
-            },
-        );
-        p.push_ack(
-            4000,
-            Ack {
-                client_id: 22,
-                server_port: 4000,
-            },
-        );
+        p.push_ack(4000, ack(20), 0);
+        p.push_ack(4000, ack(22), 0);
         assert_eq!(p.take_ack(4000).unwrap().client_id, 22);
         assert_eq!(p.take_ack(4001), None);
         assert_eq!(p.take_all_acks(4000).len(), 1);
+    }
+
+    #[test]
+    fn acks_that_waited_a_whole_tick_are_flushed() {
+        let mut t = PeerTable::default();
+        let server: SocketAddr = "10.0.0.2:4000".parse().unwrap();
+        assert!(t.push_ack(server, ack(2), 7).is_none());
+        assert!(t.push_ack(server, ack(4), 7).is_none());
+        assert!(t.any_pending_acks());
+        assert!(
+            t.take_stale_acks(7).is_empty(),
+            "queued during this tick: not yet"
+        );
+        assert!(t.take_stale_acks(8).is_empty(), "not a whole tick yet");
+        let flushed = t.take_stale_acks(9);
+        assert_eq!(flushed.len(), 1);
+        assert_eq!(flushed[0].0, server);
+        assert_eq!(flushed[0].1.len(), 2);
+        assert!(!t.any_pending_acks());
+        assert!(t.take_stale_acks(10).is_empty());
     }
 }

@@ -37,7 +37,14 @@ impl<R: Region> Engine<R> {
                         // the request cannot run twice.
                         self.stats.unacknowledged_discards += 1;
                         self.free_rpc(key);
-                    } else if waited >= request_ack_ticks {
+                    } else if waited >= request_ack_ticks
+                        && (waited - request_ack_ticks) % u64::from(resend_interval) == 0
+                    {
+                        // The kernel asks on every tick; with many unacknowledged RPCs
+                        // that is a storm of NEED_ACKs and ACKs that swamps both hosts.
+                        // Asking every `resend_interval` ticks after the first is
+                        // wire-compatible; clients also flush their acks unasked.
+
                         let (to, id) = (rpc.peer, rpc.id);
                         let common = crate::wire::CommonRepr {
                             sport: self.port(),
@@ -85,5 +92,25 @@ impl<R: Region> Engine<R> {
             }
         }
         self.scratch_keys = keys;
+        // Acks that found no DATA packet to ride on for a whole tick go out in ACK
+        // packets (up to six each), so servers rarely need to ask with NEED_ACK. The
+        // kernel waits to be asked; under bursts of completions that means one NEED_ACK
+        // per RPC per tick, a storm that can swamp the client.
+        for (to, mut acks) in self.peers.take_stale_acks(tick) {
+            let Some(&first) = acks.as_slice().first() else {
+                continue;
+            };
+            let mut rest = crate::wire::AckList::new();
+            for a in &acks.as_slice()[1..] {
+                let _ = rest.push(*a);
+            }
+            acks = rest;
+            let common = crate::wire::CommonRepr {
+                sport: self.port(),
+                dport: to.port(),
+                sender_id: first.client_id,
+            };
+            self.queue_control(to, Repr::Ack(crate::wire::AckRepr { common, acks }));
+        }
     }
 }

@@ -15,7 +15,9 @@
 //!
 //! The same machinery serves two scales: the engine's deterministic test network
 //! ([`Star`]) and the datacenter simulator ([`TwoTier`]: racks of hosts under
-//! top-of-rack switches, uplinks to aggregation switches).
+//! top-of-rack switches, uplinks to aggregation switches). [`datacenter`] runs the
+//! Homa paper's experiments on it (open-loop workloads W1–W5 over one engine per host,
+//! slowdown against the ideal time, sustained load); `homa sim` is its command line.
 //!
 //! Faults — loss, duplication and extra delay (reordering) — are [`FaultRule`]s drawn from
 //! the seeded generator, each limited by a [`Filter`] (packet type, sender, receiver,
@@ -95,6 +97,7 @@ use core::net::IpAddr;
 use homa_proto::Time;
 
 mod config;
+pub mod datacenter;
 mod error;
 mod fault;
 pub mod host;

@@ -97,7 +97,7 @@ fn lengths_sampled_across_1_to_1_000_000_arrive_intact() {
 }
 
 #[test]
-fn need_ack_is_answered_and_the_server_frees_the_rpc() {
+fn an_idle_client_acks_unasked_and_the_server_frees_the_rpc() {
     let mut net = Setup::new(1, 4).build();
     send(&mut net, 1, vec![1; 100]);
     run_to_completion(&mut net);
@@ -106,16 +106,37 @@ fn need_ack_is_answered_and_the_server_frees_the_rpc() {
         1,
         "kept until the client acks"
     );
-    // No more traffic: the server asks (NEED_ACK) after 2 ticks and the client answers.
+    // No more traffic: after a whole tick the client sends its pending ack itself,
+    // before the server would ask (NEED_ACK from 2 ticks after the response).
     net.run_for(Duration::from_millis(5)).unwrap();
-    assert!(sent(&net, PacketType::NeedAck) >= 1);
     assert_eq!(sent(&net, PacketType::Ack), 1);
+    assert_eq!(sent(&net, PacketType::NeedAck), 0);
     assert_eq!(net.node(SERVER).engine.rpc_count(), 0);
     assert_eq!(net.node(SERVER).engine.stats().acked_rpcs, 1);
     // Nothing keeps going after that.
     let before = net.stats().packets_sent;
     net.run_for(Duration::from_millis(20)).unwrap();
     assert_eq!(net.stats().packets_sent, before);
+    check_clean(&net);
+}
+
+#[test]
+fn need_ack_is_answered_when_the_clients_own_ack_is_lost() {
+    let mut net = Setup::new(1, 4).build();
+    // The client's unasked ACK never arrives.
+    net.add_fault(
+        homa_sim::FaultRule::loss(1.0)
+            .filter(homa_sim::Filter::any().packet_type(PacketType::Ack))
+            .limit(1),
+    );
+    send(&mut net, 1, vec![1; 100]);
+    run_to_completion(&mut net);
+    net.run_for(Duration::from_millis(10)).unwrap();
+    // So the server asks, and the client's answer frees the RPC.
+    assert!(sent(&net, PacketType::NeedAck) >= 1);
+    assert_eq!(sent(&net, PacketType::Ack), 2);
+    assert_eq!(net.node(SERVER).engine.rpc_count(), 0);
+    assert_eq!(net.node(SERVER).engine.stats().acked_rpcs, 1);
     check_clean(&net);
 }
 

@@ -1,0 +1,123 @@
+//! Homa in the benchmark: server threads that answer each request with a response of
+//! the length it asks for ([`super::frame::reply_length`]), and a client that keeps any
+//! number of RPCs in flight on one socket.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use homa_socket::{Error, Socket, Want};
+
+use super::error::BenchError;
+use super::frame::{reply_length, write_request_header};
+use super::harness::{AbortHandle, Completion, RpcClient};
+use super::spec::MAX_MESSAGE;
+use super::ZEROS;
+
+/// Answers requests on `socket` until it is shut down.
+pub(crate) fn serve(socket: Arc<Socket>) {
+    loop {
+        match socket.recv(Want::Requests) {
+            Ok(request) => {
+                let len = request.len();
+                let reply = match request.slices().next() {
+                    Some(first) => reply_length(first, len),
+                    None => len,
+                };
+                // A failed reply (the client vanished) concerns only that client.
+                let _ = request.reply(&ZEROS[..reply.min(ZEROS.len())]);
+            }
+            Err(Error::Shutdown) => return,
+            Err(e) => {
+                eprintln!("homa: Homa server on port {}: {e}", socket.port());
+                std::thread::sleep(Duration::from_millis(10));
+            }
+        }
+    }
+}
+
+/// A Homa benchmark client: one socket, RPCs to any of `servers`.
+#[derive(Debug)]
+pub(crate) struct HomaClient {
+    socket: Arc<Socket>,
+    servers: Vec<SocketAddr>,
+    buf: Vec<u8>,
+}
+
+impl HomaClient {
+    /// A client socket configured by `config`, sending to `servers`.
+    pub(crate) fn new(
+        config: homa_socket::SocketConfig,
+        servers: &[SocketAddr],
+    ) -> Result<HomaClient, BenchError> {
+        let socket =
+            Socket::new(config).map_err(|e| BenchError::homa("opening a Homa client socket", e))?;
+        Ok(HomaClient {
+            socket: Arc::new(socket),
+            servers: servers.to_vec(),
+            buf: vec![0; MAX_MESSAGE as usize],
+        })
+    }
+}
+
+impl RpcClient for HomaClient {
+    fn start(
+        &mut self,
+        server: usize,
+        request: usize,
+        reply: usize,
+        tag: u64,
+    ) -> Result<(), BenchError> {
+        let dest = self.servers[server];
+        write_request_header(&mut self.buf, request, reply);
+        self.socket
+            .send_request(dest, &self.buf[..request], tag)
+            .map(|_| ())
+            .map_err(|e| match e {
+                Error::Shutdown => BenchError::Stalled(format!(
+                    "a Homa client blocked in send_request to {dest} (transmit buffer full) and was stopped"
+                )),
+                e => BenchError::homa(format!("sending a Homa request to {dest}"), e),
+            })
+    }
+
+    fn wait(&mut self, deadline: Instant, done: &mut Vec<Completion>) -> Result<(), BenchError> {
+        let left = deadline.saturating_duration_since(Instant::now());
+        let got = if left.is_zero() {
+            self.socket.try_recv(Want::Responses)
+        } else {
+            self.socket.recv_timeout(Want::Responses, left)
+        };
+        match got {
+            Ok(response) => {
+                done.push(Completion {
+                    tag: response.cookie(),
+                    at: Instant::now(),
+                    failed: None,
+                });
+                Ok(())
+            }
+            Err(Error::Timeout | Error::WouldBlock) => Ok(()),
+            Err(Error::Shutdown) => Err(BenchError::Stalled(
+                "the Homa client made no progress and was stopped".into(),
+            )),
+            Err(e) => match e.cookie() {
+                // One RPC failed: the harness counts it.
+                Some(tag) => {
+                    done.push(Completion {
+                        tag,
+                        at: Instant::now(),
+                        failed: Some(e.to_string()),
+                    });
+                    Ok(())
+                }
+                None => Err(BenchError::homa("waiting for Homa responses", e)),
+            },
+        }
+    }
+
+    fn abort_handle(&self) -> Option<AbortHandle> {
+        let socket = self.socket.clone();
+        Some(Arc::new(move || socket.shutdown()))
+    }
+}

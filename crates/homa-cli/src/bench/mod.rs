@@ -1,0 +1,750 @@
+//! `homa bench`, `homa server`, `homa client`: the Homa papers' benchmark, Homa against
+//! TCP and a raw UDP ping-pong, measured side by side in one run (BENCHMARKING.md).
+//!
+//! # What is measured
+//!
+//! 1. **Unloaded RTT**: one client, back-to-back RPCs (request and response of the same
+//!    length), one at a time, for 100 B … 1 MB, with Homa, TCP and UDP (UDP only up to
+//!    the largest payload one datagram carries). The same measurement at sizes spanning
+//!    the workload gives the slowdown baselines.
+//! 2. **Throughput**: one client sends back-to-back 1 MB requests (1-byte responses) to
+//!    one server, [`THROUGHPUT_WINDOW`] in flight, Homa against TCP.
+//! 3. **Loaded run**: `--clients` threads send RPCs with open-loop Poisson arrivals to
+//!    `--servers` server threads (uniformly chosen), sizes drawn from the workload
+//!    (responses as long as requests), Homa and then TCP.
+//!
+//! # Definitions
+//!
+//! * **Load**: there is no link on loopback, so `--load` is a fraction of a *nominal*
+//!   link rate `--link-gbps` (default 10 Gbit/s): the clients together offer
+//!   `load × link` bits of request payload per second (responses of equal length double
+//!   the bytes moved). Achieved throughput counts the request payload of the RPCs started
+//!   in the measured interval and completed, per second of that interval.
+//! * **Slowdown** of an RPC: its RTT over the unloaded RTT at its length. The unloaded
+//!   RTT at any length is the P50 measured at a set of sizes spanning the workload,
+//!   interpolated linearly in size ([`harness::Baseline`]). Both transports are
+//!   compared against the Homa baseline; each transport's own baseline is reported too.
+//! * **Short messages**: the shortest 10 % of the workload's messages.
+//!
+//! # Threads
+//!
+//! Server thread `i` owns Homa port `P + i` (one socket, one thread receiving and
+//! answering) and TCP port `P + i` (one listener and the connections it accepts, served
+//! by a `ppoll` loop); one more thread echoes UDP. Each client thread has one Homa socket
+//! (RPCs to every server) or one TCP connection to every server (one per client-server
+//! pair), and alone starts RPCs and receives their responses.
+
+use std::io::{IsTerminal, Write};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use homa_eval::stats::{default_buckets, Samples};
+use homa_eval::workload::Distribution;
+use homa_socket::{SocketConfig, TransportKind};
+
+mod arrivals;
+mod error;
+mod frame;
+mod harness;
+mod homa;
+mod report;
+mod server;
+mod spec;
+mod system;
+mod tcp;
+mod udp;
+
+use error::BenchError;
+use harness::{Baseline, Budget, LoadPlan, RpcClient};
+use server::{ServerOptions, ServerSet, Targets};
+use spec::WorkloadSpec;
+
+/// Zeros sent as payload (the benchmark never looks at message contents).
+pub(crate) static ZEROS: [u8; spec::MAX_MESSAGE as usize] = [0; spec::MAX_MESSAGE as usize];
+
+/// The message sizes of the unloaded RTT table.
+pub(crate) const TABLE_SIZES: [u32; 5] = [100, 1_000, 10_000, 100_000, 1_000_000];
+/// Message size of the throughput measurement.
+pub(crate) const THROUGHPUT_SIZE: u32 = 1_000_000;
+/// Messages in flight during the throughput measurement.
+pub(crate) const THROUGHPUT_WINDOW: usize = 4;
+/// Sizes measured for the slowdown baseline, within the workload's range (plus its
+/// smallest and largest size): about three per decade.
+const BASELINE_GRID: [u32; 13] = [
+    100, 200, 500, 1_000, 2_000, 5_000, 10_000, 20_000, 50_000, 100_000, 200_000, 500_000,
+    1_000_000,
+];
+/// Request bytes a loaded-run client keeps in flight at most; arrivals beyond are
+/// skipped and counted (the transport is not keeping up). Well below the Homa socket's
+/// transmit buffer (100 MB) and receive region (64 MiB), so that overload shows as
+/// skipped arrivals rather than as a client blocked in `send_request`.
+const MAX_OUTSTANDING_BYTES: u64 = 16_000_000;
+/// Default Homa/TCP port of `homa server` and `homa client`.
+const DEFAULT_PORT: u16 = 4000;
+/// Default UDP echo port of `homa server` and `homa client`.
+const DEFAULT_UDP_PORT: u16 = 3999;
+
+/// Homa's encapsulation, as typed on the command line.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub(crate) enum TransportArg {
+    /// Homa packets in UDP datagrams (no privileges needed).
+    Udp,
+    /// Raw IP protocol 146, as the Linux module (needs root or CAP_NET_RAW).
+    Raw,
+}
+
+impl TransportArg {
+    fn kind(self) -> TransportKind {
+        match self {
+            TransportArg::Udp => TransportKind::Udp,
+            TransportArg::Raw => TransportKind::RawIp,
+        }
+    }
+    fn name(self) -> &'static str {
+        match self {
+            TransportArg::Udp => "udp",
+            TransportArg::Raw => "raw",
+        }
+    }
+}
+
+/// The measurement options shared by `homa bench` and `homa client`.
+#[derive(Debug, Clone, clap::Args)]
+pub(crate) struct MeasureArgs {
+    /// A smoke run of a few seconds (CI): fewer RPCs, short throughput and loaded runs.
+    #[arg(long)]
+    quick: bool,
+    /// Workload of the loaded run: w1…w5 (the Homa papers' distributions, capped at
+    /// 1,000,000 bytes as the Linux module's benchmark samples them) or one message size
+    /// for every RPC (e.g. 1000, 64K, 1M).
+    #[arg(long, value_name = "w1..w5|SIZE", default_value = "w4", value_parser = spec::parse_workload)]
+    workload: WorkloadSpec,
+    /// Offered load of the loaded run, as a fraction of the nominal link rate
+    /// (`--link-gbps`): the clients offer load × link bits of requests per second.
+    #[arg(long, value_name = "FRACTION", default_value = "0.5", value_parser = spec::parse_load)]
+    load: f64,
+    /// Nominal link rate that `--load` is a fraction of (loopback has no link rate).
+    #[arg(long, value_name = "GBPS", default_value = "10", value_parser = spec::parse_positive)]
+    link_gbps: f64,
+    /// Seconds of each transport's loaded run [default: 10, 1 with --quick].
+    #[arg(long, value_name = "SECONDS", value_parser = spec::parse_positive)]
+    duration: Option<f64>,
+    /// Client threads of the loaded run.
+    #[arg(long, value_name = "N", default_value = "2", value_parser = spec::parse_threads)]
+    clients: usize,
+    /// Server threads per transport (Homa and TCP).
+    #[arg(long, value_name = "N", default_value = "2", value_parser = spec::parse_threads)]
+    servers: usize,
+    /// How Homa packets travel.
+    #[arg(long, value_enum, default_value = "udp")]
+    transport: TransportArg,
+    /// Use IPv6 (loopback ::1 for `homa bench`).
+    #[arg(long)]
+    ipv6: bool,
+    /// How long a waiting thread spins before it sleeps, in µs, for every transport
+    /// alike (Homa's socket default and the Linux module's poll_usecs: 50).
+    #[arg(long, value_name = "US", default_value_t = 50, value_parser = clap::value_parser!(u64).range(0..=1_000_000))]
+    busy_poll_us: u64,
+    /// Seed of the arrival times, sizes and destinations of the loaded run.
+    #[arg(long, default_value = "1")]
+    seed: u64,
+    /// Also write the results as JSON (BENCHMARKING.md's shape) to PATH; `-` for stdout
+    /// (the tables then go to stderr).
+    #[arg(long, value_name = "PATH")]
+    json: Option<PathBuf>,
+    /// Also write the results as CSV to PATH (`-` for stdout).
+    #[arg(long, value_name = "PATH")]
+    csv: Option<PathBuf>,
+    /// Draw the loaded run's slowdown against cumulative message fraction (the papers'
+    /// figure, one line per transport) as SVG to PATH.
+    #[arg(long, value_name = "PATH.svg")]
+    plot: Option<PathBuf>,
+}
+
+const BENCH_EXAMPLES: &str = "\
+Examples:
+  homa bench                          the full run on loopback (about a minute)
+  homa bench --quick                  a smoke run of a few seconds
+  homa bench --workload w5 --load 0.8 --plot w5.svg
+  homa bench --workload 64K --clients 4 --servers 4 --json results.json
+  homa bench --json - > results.json  JSON on stdout, tables on stderr
+  sudo homa bench --transport raw     Homa as raw IP protocol 146
+
+Load is a fraction of a nominal link rate (--link-gbps, default 10 Gbit/s): the
+clients offer load x link bits/s of request payload with Poisson arrivals. Slowdown =
+RTT / unloaded Homa RTT of the same length (P50, interpolated between measured sizes).";
+
+/// Options of `homa bench`.
+#[derive(Debug, clap::Args)]
+#[command(after_help = BENCH_EXAMPLES)]
+pub(crate) struct BenchArgs {
+    #[command(flatten)]
+    measure: MeasureArgs,
+}
+
+const SERVER_EXAMPLES: &str = "\
+Examples:
+  homa server                         Homa and TCP on ports 4000-4001, UDP echo on 3999
+  homa server --servers 4 --port 5000
+  ip netns exec srv homa server --bind 10.0.0.1
+  sudo homa server --transport raw    then: homa client --transport raw --server ...
+
+Serve until killed (Ctrl-C). Start `homa client` with the same --servers, --port,
+--udp-port, --transport and --ipv6.";
+
+/// Options of `homa server`.
+#[derive(Debug, clap::Args)]
+#[command(after_help = SERVER_EXAMPLES)]
+pub(crate) struct ServerArgs {
+    /// First port: server thread i serves Homa and TCP on port PORT + i (Homa server
+    /// ports are 1..=32767).
+    #[arg(long, default_value_t = DEFAULT_PORT)]
+    port: u16,
+    /// UDP port of the ping-pong echo.
+    #[arg(long, default_value_t = DEFAULT_UDP_PORT)]
+    udp_port: u16,
+    /// Server threads per transport.
+    #[arg(long, value_name = "N", default_value = "2", value_parser = spec::parse_threads)]
+    servers: usize,
+    /// Address of the TCP and UDP sockets [default: 0.0.0.0, or :: with --ipv6]. Homa
+    /// sockets receive on every address.
+    #[arg(long, value_name = "ADDR")]
+    bind: Option<IpAddr>,
+    /// How Homa packets travel.
+    #[arg(long, value_enum, default_value = "udp")]
+    transport: TransportArg,
+    /// IPv6 Homa sockets.
+    #[arg(long)]
+    ipv6: bool,
+    /// How long a waiting thread spins before it sleeps, in µs, for every transport
+    /// alike (Homa's socket default and the Linux module's poll_usecs: 50).
+    #[arg(long, value_name = "US", default_value_t = 50, value_parser = clap::value_parser!(u64).range(0..=1_000_000))]
+    busy_poll_us: u64,
+}
+
+const CLIENT_EXAMPLES: &str = "\
+Examples:
+  homa client --server 10.0.0.1                 full run against `homa server` there
+  homa client --server 10.0.0.1 --quick --json -
+  ip netns exec cli homa client --server 10.0.0.1 --workload w3 --load 0.8
+
+Prints the same tables as `homa bench`. CPU seconds are the client process's only.";
+
+/// Options of `homa client`.
+#[derive(Debug, clap::Args)]
+#[command(after_help = CLIENT_EXAMPLES)]
+pub(crate) struct ClientArgs {
+    /// Address of the host running `homa server`.
+    #[arg(long, value_name = "ADDR")]
+    server: IpAddr,
+    /// First port of the servers (as given to `homa server`).
+    #[arg(long, default_value_t = DEFAULT_PORT)]
+    port: u16,
+    /// UDP echo port of the server.
+    #[arg(long, default_value_t = DEFAULT_UDP_PORT)]
+    udp_port: u16,
+    #[command(flatten)]
+    measure: MeasureArgs,
+}
+
+/// The socket settings every benchmark Homa socket uses.
+pub(crate) fn socket_config(transport: TransportKind, ipv6: bool, spin: Duration) -> SocketConfig {
+    SocketConfig::default()
+        .transport(transport)
+        .ipv6(ipv6)
+        .busy_poll(spin)
+}
+
+/// `homa bench`: servers and clients in this process, on loopback.
+pub(crate) fn bench(args: BenchArgs) -> Result<(), String> {
+    run_bench(args).map_err(|e| e.to_string())
+}
+
+fn run_bench(args: BenchArgs) -> Result<(), BenchError> {
+    let m = args.measure;
+    report::check_outputs(&m)?;
+    let ip = if m.ipv6 {
+        IpAddr::V6(Ipv6Addr::LOCALHOST)
+    } else {
+        IpAddr::V4(Ipv4Addr::LOCALHOST)
+    };
+    let servers = ServerSet::start(&ServerOptions {
+        bind: ip,
+        homa_port: None,
+        tcp_port: 0,
+        udp_port: 0,
+        servers: m.servers,
+        transport: m.transport.kind(),
+        ipv6: m.ipv6,
+        spin: Duration::from_micros(m.busy_poll_us),
+    })?;
+    let targets = servers.targets(ip);
+    let result = measure(&m, &targets, Scope::Loopback);
+    drop(servers);
+    result
+}
+
+/// `homa server`: serve until killed.
+pub(crate) fn server(args: ServerArgs) -> Result<(), String> {
+    run_server(args).map_err(|e| e.to_string())
+}
+
+fn run_server(args: ServerArgs) -> Result<(), BenchError> {
+    let bind = args.bind.unwrap_or(if args.ipv6 {
+        IpAddr::V6(Ipv6Addr::UNSPECIFIED)
+    } else {
+        IpAddr::V4(Ipv4Addr::UNSPECIFIED)
+    });
+    if bind.is_ipv6() != args.ipv6 {
+        return Err(BenchError::option(
+            "--bind",
+            format!("{bind} is not of the Homa sockets' family (add or drop --ipv6)"),
+        ));
+    }
+    let set = ServerSet::start(&ServerOptions {
+        bind,
+        homa_port: Some(args.port),
+        tcp_port: args.port,
+        udp_port: args.udp_port,
+        servers: args.servers,
+        transport: args.transport.kind(),
+        ipv6: args.ipv6,
+        spin: Duration::from_micros(args.busy_poll_us),
+    })?;
+    let last = args.port as usize + args.servers - 1;
+    println!(
+        "homa server: Homa ({}, {}) on ports {}-{last}, TCP on {bind} ports {}-{last}, UDP echo on {bind} port {}; {} server threads. Ctrl-C stops.",
+        args.transport.name(),
+        if args.ipv6 { "IPv6" } else { "IPv4" },
+        args.port,
+        args.port,
+        set.udp_port,
+        args.servers
+    );
+    let _ = std::io::stdout().flush();
+    set.run_forever()
+}
+
+/// `homa client`: the measurements of `homa bench` against `homa server`.
+pub(crate) fn client(args: ClientArgs) -> Result<(), String> {
+    run_client(args).map_err(|e| e.to_string())
+}
+
+fn run_client(args: ClientArgs) -> Result<(), BenchError> {
+    let m = args.measure;
+    if args.server.is_ipv6() != m.ipv6 {
+        return Err(BenchError::option(
+            "--server",
+            format!(
+                "{} is {}, but the Homa sockets are {} (add or drop --ipv6)",
+                args.server,
+                if args.server.is_ipv6() {
+                    "IPv6"
+                } else {
+                    "IPv4"
+                },
+                if m.ipv6 { "IPv6" } else { "IPv4" }
+            ),
+        ));
+    }
+    if args.port == 0 || args.port as usize + m.servers - 1 > 32_767 {
+        return Err(BenchError::option(
+            "--port",
+            format!(
+                "{}: Homa server ports {}..{} must lie within 1..=32767",
+                args.port,
+                args.port,
+                args.port as usize + m.servers - 1
+            ),
+        ));
+    }
+    report::check_outputs(&m)?;
+    let targets = Targets::layout(args.server, args.port, m.servers, args.udp_port);
+    measure(&m, &targets, Scope::Remote(args.server))
+}
+
+/// Where the servers run.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum Scope {
+    /// In this process, on loopback (`homa bench`).
+    Loopback,
+    /// `homa server` at this address (`homa client`).
+    Remote(IpAddr),
+}
+
+/// How much of everything to measure.
+#[derive(Debug, Clone)]
+pub(crate) struct Plan {
+    pub(crate) budget: Budget,
+    pub(crate) throughput_warmup: Duration,
+    pub(crate) throughput_duration: Duration,
+    pub(crate) load_warmup: Duration,
+    pub(crate) load_duration: Duration,
+    pub(crate) drain: Duration,
+    pub(crate) max_outstanding: usize,
+    pub(crate) max_outstanding_bytes: u64,
+}
+
+impl Plan {
+    fn new(m: &MeasureArgs) -> Plan {
+        let duration =
+            Duration::from_secs_f64(m.duration.unwrap_or(if m.quick { 1.0 } else { 10.0 }));
+        if m.quick {
+            Plan {
+                budget: Budget {
+                    min: 10,
+                    max: 300,
+                    time: Duration::from_millis(30),
+                    warmup: 3,
+                },
+                throughput_warmup: Duration::from_millis(100),
+                throughput_duration: Duration::from_millis(400),
+                load_warmup: Duration::from_millis(200),
+                load_duration: duration,
+                drain: Duration::from_secs(2),
+                max_outstanding: 1000,
+                max_outstanding_bytes: MAX_OUTSTANDING_BYTES,
+            }
+        } else {
+            Plan {
+                budget: Budget {
+                    min: 50,
+                    max: 10_000,
+                    time: Duration::from_millis(400),
+                    warmup: 20,
+                },
+                throughput_warmup: Duration::from_millis(500),
+                throughput_duration: Duration::from_secs(3),
+                load_warmup: Duration::from_secs(1).min(duration / 5),
+                load_duration: duration,
+                drain: Duration::from_secs(5),
+                max_outstanding: 1000,
+                max_outstanding_bytes: MAX_OUTSTANDING_BYTES,
+            }
+        }
+    }
+}
+
+/// The three transports.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Kind {
+    Homa,
+    Tcp,
+    Udp,
+}
+
+impl Kind {
+    pub(crate) fn name(self) -> &'static str {
+        match self {
+            Kind::Homa => "homa",
+            Kind::Tcp => "tcp",
+            Kind::Udp => "udp",
+        }
+    }
+}
+
+/// Everything needed to open clients.
+struct ClientFactory<'a> {
+    targets: &'a Targets,
+    transport: TransportKind,
+    ipv6: bool,
+    spin: Duration,
+}
+
+impl ClientFactory<'_> {
+    fn open(&self, kind: Kind) -> Result<Box<dyn RpcClient + Send>, BenchError> {
+        Ok(match kind {
+            Kind::Homa => Box::new(homa::HomaClient::new(
+                socket_config(self.transport, self.ipv6, self.spin),
+                &self.targets.homa,
+            )?),
+            Kind::Tcp => Box::new(tcp::TcpClient::connect(&self.targets.tcp, self.spin)?),
+            Kind::Udp => Box::new(udp::UdpClient::connect(self.targets.udp, self.spin)?),
+        })
+    }
+
+    fn describe(&self, kind: Kind) -> String {
+        match kind {
+            Kind::Homa => format!("the Homa server at {}", self.targets.homa[0]),
+            Kind::Tcp => format!("the TCP server at {}", self.targets.tcp[0]),
+            Kind::Udp => format!("the UDP echo at {}", self.targets.udp),
+        }
+    }
+}
+
+/// The workload of the loaded run.
+pub(crate) struct WorkloadInfo {
+    pub(crate) spec: WorkloadSpec,
+    pub(crate) dist: Distribution,
+    /// Bucket edges of the report.
+    pub(crate) edges: Vec<u32>,
+    pub(crate) short_threshold: u32,
+}
+
+impl WorkloadInfo {
+    fn new(spec: WorkloadSpec) -> WorkloadInfo {
+        let dist = match spec {
+            WorkloadSpec::Named(w) => Distribution::of(w, true),
+            WorkloadSpec::Fixed(size) => Distribution::fixed(size),
+        };
+        WorkloadInfo {
+            spec,
+            edges: default_buckets(&dist),
+            short_threshold: dist.short_threshold(),
+            dist,
+        }
+    }
+
+    /// Sizes to measure unloaded for the slowdown baseline.
+    fn baseline_sizes(&self) -> Vec<u32> {
+        let (lo, hi) = (self.dist.min(), self.dist.max());
+        let mut sizes: Vec<u32> = BASELINE_GRID
+            .iter()
+            .copied()
+            .filter(|&s| s > lo && s < hi)
+            .chain([lo, hi])
+            .collect();
+        sizes.sort_unstable();
+        sizes.dedup();
+        sizes
+    }
+}
+
+/// The measured loaded run of one transport.
+pub(crate) struct LoadedRun {
+    pub(crate) kind: Kind,
+    pub(crate) result: harness::LoadResult,
+    pub(crate) cpu_s: f64,
+    pub(crate) seconds: f64,
+    /// Slowdowns against the Homa baseline.
+    pub(crate) samples: Samples,
+    /// Slowdowns against this transport's own baseline.
+    pub(crate) own: Samples,
+}
+
+impl LoadedRun {
+    pub(crate) fn achieved_gbps(&self) -> f64 {
+        self.result.bytes as f64 * 8.0 / self.seconds / 1e9
+    }
+    pub(crate) fn kops(&self) -> f64 {
+        self.result.rtts.len() as f64 / self.seconds / 1000.0
+    }
+}
+
+/// Everything one run measured, for the report.
+pub(crate) struct Results {
+    pub(crate) unloaded: Vec<(Kind, harness::Unloaded)>,
+    pub(crate) throughput: Vec<(Kind, harness::Throughput, f64)>,
+    pub(crate) loaded: Vec<LoadedRun>,
+    /// Loaded runs that could not finish, and why.
+    pub(crate) failed_runs: Vec<(Kind, String)>,
+    pub(crate) homa_baseline: Baseline,
+    pub(crate) tcp_baseline: Baseline,
+}
+
+/// The progress bar: drawn only when stderr is a terminal.
+fn progress_bar(total: u64) -> indicatif::ProgressBar {
+    if !std::io::stderr().is_terminal() {
+        return indicatif::ProgressBar::hidden();
+    }
+    let bar = indicatif::ProgressBar::new(total);
+    if let Ok(style) = indicatif::ProgressStyle::with_template(
+        "{spinner} [{elapsed_precise}] {wide_bar} {pos}/{len} {msg}",
+    ) {
+        bar.set_style(style);
+    }
+    bar
+}
+
+fn measure(m: &MeasureArgs, targets: &Targets, scope: Scope) -> Result<(), BenchError> {
+    let machine = system::Machine::probe();
+    let plan = Plan::new(m);
+    let workload = WorkloadInfo::new(m.workload);
+    let factory = ClientFactory {
+        targets,
+        transport: m.transport.kind(),
+        ipv6: m.ipv6,
+        spin: Duration::from_micros(m.busy_poll_us),
+    };
+    let udp_max = udp::max_payload(m.ipv6);
+    let mut sizes: Vec<u32> = TABLE_SIZES
+        .iter()
+        .copied()
+        .chain(workload.baseline_sizes())
+        .collect();
+    sizes.sort_unstable();
+    sizes.dedup();
+    let udp_sizes: Vec<u32> = TABLE_SIZES
+        .iter()
+        .copied()
+        .filter(|&s| s as usize <= udp_max && s as usize >= udp::MIN_PAYLOAD)
+        .collect();
+    let load_seconds = (plan.load_warmup + plan.load_duration).as_secs();
+    let total = (2 * sizes.len() + udp_sizes.len() + 2) as u64 + 2 * load_seconds.max(1);
+    let bar = progress_bar(total);
+
+    // 1. Unloaded RTT (and the baselines).
+    let mut unloaded = Vec::new();
+    for (kind, kind_sizes) in [
+        (Kind::Homa, &sizes),
+        (Kind::Tcp, &sizes),
+        (Kind::Udp, &udp_sizes),
+    ] {
+        let mut client = factory.open(kind)?;
+        for &size in kind_sizes {
+            bar.set_message(format!("unloaded RTT: {} {size} B", kind.name()));
+            let u =
+                harness::unloaded(client.as_mut(), &factory.describe(kind), size, &plan.budget)?;
+            unloaded.push((kind, u));
+            bar.inc(1);
+        }
+    }
+    let baseline_of = |kind: Kind| {
+        Baseline::new(
+            unloaded
+                .iter()
+                .filter(|(k, _)| *k == kind)
+                .map(|(_, u)| (u.size, u.percentile_us(50.0) * 1000.0))
+                .collect(),
+        )
+        .ok_or_else(|| {
+            BenchError::Protocol(format!("no unloaded {} RTT was measured", kind.name()))
+        })
+    };
+    let homa_baseline = baseline_of(Kind::Homa)?;
+    let tcp_baseline = baseline_of(Kind::Tcp)?;
+
+    // 2. Throughput.
+    let mut throughput = Vec::new();
+    for kind in [Kind::Homa, Kind::Tcp] {
+        bar.set_message(format!("throughput: {}", kind.name()));
+        let mut client = factory.open(kind)?;
+        let cpu0 = system::cpu_seconds();
+        let t = harness::throughput(
+            client.as_mut(),
+            &factory.describe(kind),
+            THROUGHPUT_SIZE,
+            THROUGHPUT_WINDOW,
+            plan.throughput_warmup,
+            plan.throughput_duration,
+        )?;
+        let cpu = system::cpu_seconds() - cpu0;
+        throughput.push((kind, t, cpu));
+        bar.inc(1);
+    }
+
+    // 3. Loaded runs.
+    let offered_bps = m.load * m.link_gbps * 1e9;
+    let rate_per_thread = offered_bps / 8.0 / workload.dist.mean() / m.clients as f64;
+    let mut loaded = Vec::new();
+    let mut failed_runs = Vec::new();
+    for kind in [Kind::Homa, Kind::Tcp] {
+        bar.set_message(format!(
+            "loaded run: {} {} at load {}",
+            kind.name(),
+            workload.spec,
+            m.load
+        ));
+        let clients = (0..m.clients)
+            .map(|_| factory.open(kind))
+            .collect::<Result<Vec<_>, _>>()?;
+        let aborts: Vec<harness::AbortHandle> =
+            clients.iter().filter_map(|c| c.abort_handle()).collect();
+        // A transport that blocks for good must not hang the benchmark.
+        let give_up = Instant::now()
+            + plan.load_warmup
+            + plan.load_duration
+            + plan.drain
+            + Duration::from_secs(10);
+        let cpu0 = system::cpu_seconds();
+        let results: Vec<Result<harness::LoadResult, BenchError>> = std::thread::scope(|s| {
+            let handles: Vec<_> = clients
+                .into_iter()
+                .enumerate()
+                .map(|(i, mut client)| {
+                    let plan = LoadPlan {
+                        rate_per_s: rate_per_thread,
+                        servers: m.servers,
+                        warmup: plan.load_warmup,
+                        duration: plan.load_duration,
+                        drain: plan.drain,
+                        max_outstanding: plan.max_outstanding,
+                        max_outstanding_bytes: plan.max_outstanding_bytes,
+                        seed: m.seed,
+                        stream: i as u64,
+                    };
+                    let dist = &workload.dist;
+                    let bar = bar.clone();
+                    s.spawn(move || {
+                        harness::loaded(client.as_mut(), &plan, dist, || {
+                            if i == 0 {
+                                bar.inc(1);
+                            }
+                        })
+                    })
+                })
+                .collect();
+            while !handles.iter().all(|h| h.is_finished()) {
+                if Instant::now() >= give_up {
+                    aborts.iter().for_each(|abort| abort());
+                    break;
+                }
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            handles
+                .into_iter()
+                .map(|h| {
+                    h.join().unwrap_or_else(|_| {
+                        Err(BenchError::Protocol("a client thread panicked".into()))
+                    })
+                })
+                .collect()
+        });
+        let cpu_s = system::cpu_seconds() - cpu0;
+        let mut merged = harness::LoadResult::default();
+        let mut error = None;
+        for r in results {
+            match r {
+                Ok(r) => merged.merge(r),
+                Err(e) => error = Some(e.to_string()),
+            }
+        }
+        if let Some(e) = error {
+            // Report the failure with the other transport's results rather than lose both.
+            failed_runs.push((kind, e));
+            continue;
+        }
+        let own_baseline = if kind == Kind::Homa {
+            &homa_baseline
+        } else {
+            &tcp_baseline
+        };
+        let mut samples = Samples::new();
+        let mut own = Samples::new();
+        for &(size, rtt) in &merged.rtts {
+            samples.push_with(size, rtt, |s| homa_baseline.at(s));
+            own.push_with(size, rtt, |s| own_baseline.at(s));
+        }
+        loaded.push(LoadedRun {
+            kind,
+            result: merged,
+            cpu_s,
+            seconds: plan.load_duration.as_secs_f64(),
+            samples,
+            own,
+        });
+    }
+    bar.finish_and_clear();
+
+    let results = Results {
+        unloaded,
+        throughput,
+        loaded,
+        failed_runs,
+        homa_baseline,
+        tcp_baseline,
+    };
+    let ctx = report::Context::new(m, &plan, &workload, targets, scope, machine);
+    report::emit(&ctx, &results, m)
+}

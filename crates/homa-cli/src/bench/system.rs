@@ -1,0 +1,172 @@
+//! What the report records about the machine: CPU, kernel, path MTU; and CPU time used.
+
+use std::io;
+use std::net::{SocketAddr, UdpSocket};
+use std::os::fd::AsRawFd;
+use std::time::{Duration, Instant};
+
+/// Facts about the machine a run was made on.
+#[derive(Debug, Clone)]
+pub(crate) struct Machine {
+    /// Host name.
+    pub(crate) hostname: String,
+    /// CPU model (from /proc/cpuinfo).
+    pub(crate) cpu: String,
+    /// CPUs online.
+    pub(crate) cpus: usize,
+    /// Kernel release (`uname -r`).
+    pub(crate) kernel: String,
+    /// The 1-minute load average when the run started (other work on a shared machine
+    /// disturbs the measurements).
+    pub(crate) loadavg: Option<f64>,
+}
+
+fn read_trimmed(path: &str) -> Option<String> {
+    std::fs::read_to_string(path)
+        .ok()
+        .map(|s| s.trim().to_string())
+        .filter(|s| !s.is_empty())
+}
+
+impl Machine {
+    /// Reads the facts (unknown ones are "unknown").
+    pub(crate) fn probe() -> Machine {
+        let cpu = std::fs::read_to_string("/proc/cpuinfo")
+            .ok()
+            .and_then(|s| {
+                s.lines()
+                    .find(|l| l.starts_with("model name"))
+                    .and_then(|l| l.split_once(':'))
+                    .map(|(_, v)| v.split_whitespace().collect::<Vec<_>>().join(" "))
+            })
+            .unwrap_or_else(|| "unknown".into());
+        Machine {
+            hostname: read_trimmed("/proc/sys/kernel/hostname").unwrap_or_else(|| "unknown".into()),
+            cpu,
+            cpus: std::thread::available_parallelism().map_or(1, |n| n.get()),
+            kernel: read_trimmed("/proc/sys/kernel/osrelease").unwrap_or_else(|| "unknown".into()),
+            loadavg: read_trimmed("/proc/loadavg")
+                .and_then(|s| s.split_whitespace().next().and_then(|v| v.parse().ok())),
+        }
+    }
+}
+
+/// The MTU of network interface `name` (from sysfs).
+pub(crate) fn interface_mtu(name: &str) -> Option<u32> {
+    read_trimmed(&format!("/sys/class/net/{name}/mtu"))?
+        .parse()
+        .ok()
+}
+
+/// The MTU of the path to `dest`, as the kernel knows it (`IP_MTU` / `IPV6_MTU` of a
+/// connected UDP socket); loopback gives 65536.
+pub(crate) fn path_mtu(dest: SocketAddr) -> Option<u32> {
+    let any: SocketAddr = if dest.is_ipv6() {
+        "[::]:0".parse().ok()?
+    } else {
+        "0.0.0.0:0".parse().ok()?
+    };
+    let s = UdpSocket::bind(any).ok()?;
+    s.connect(dest).ok()?;
+    let (level, name) = if dest.is_ipv6() {
+        (libc::IPPROTO_IPV6, libc::IPV6_MTU)
+    } else {
+        (libc::IPPROTO_IP, libc::IP_MTU)
+    };
+    let mut mtu: libc::c_int = 0;
+    let mut len = std::mem::size_of::<libc::c_int>() as libc::socklen_t;
+    // SAFETY: `mtu` and `len` are valid for writes and `len` holds the size of `mtu`;
+    // the descriptor is open for the duration of the call.
+    let r = unsafe {
+        libc::getsockopt(
+            s.as_raw_fd(),
+            level,
+            name,
+            (&mut mtu as *mut libc::c_int).cast(),
+            &mut len,
+        )
+    };
+    (r == 0 && mtu > 0).then_some(mtu as u32)
+}
+
+/// Waits until one of `fds` is ready or `timeout` passes (`None`: forever).
+pub(crate) fn poll(fds: &mut [libc::pollfd], timeout: Option<Duration>) -> io::Result<usize> {
+    let ts = timeout.map(|d| libc::timespec {
+        tv_sec: d.as_secs().min(i32::MAX as u64) as libc::time_t,
+        tv_nsec: d.subsec_nanos() as libc::c_long,
+    });
+    let ts_ptr = ts
+        .as_ref()
+        .map_or(std::ptr::null(), |t| t as *const libc::timespec);
+    // SAFETY: `fds` is a valid, exclusively borrowed array of `fds.len()` pollfd
+    // structures; `ts_ptr` is null or points to a timespec that outlives the call; a null
+    // signal mask leaves the mask unchanged.
+    let n = unsafe {
+        libc::ppoll(
+            fds.as_mut_ptr(),
+            fds.len() as libc::nfds_t,
+            ts_ptr,
+            std::ptr::null(),
+        )
+    };
+    if n < 0 {
+        let e = io::Error::last_os_error();
+        if e.kind() == io::ErrorKind::Interrupted {
+            return Ok(0);
+        }
+        return Err(e);
+    }
+    Ok(n as usize)
+}
+
+/// Like [`poll`], but first spins (polling without sleeping) for up to `spin`, as the
+/// Homa socket does before it sleeps: every transport of the benchmark waits the same
+/// way, so the comparison is about protocols, not about wake-up latency.
+pub(crate) fn poll_spin(
+    fds: &mut [libc::pollfd],
+    timeout: Option<Duration>,
+    spin: Duration,
+) -> io::Result<usize> {
+    let start = Instant::now();
+    let spin = timeout.map_or(spin, |t| t.min(spin));
+    if !spin.is_zero() {
+        loop {
+            let n = poll(fds, Some(Duration::ZERO))?;
+            if n > 0 {
+                return Ok(n);
+            }
+            if start.elapsed() >= spin {
+                break;
+            }
+            std::hint::spin_loop();
+        }
+    }
+    poll(fds, timeout.map(|t| t.saturating_sub(start.elapsed())))
+}
+
+/// CPU seconds (user + system) this process has used so far, all threads together.
+pub(crate) fn cpu_seconds() -> f64 {
+    // SAFETY: an all-zero rusage is a valid value of this plain C struct.
+    let mut u: libc::rusage = unsafe { std::mem::zeroed() };
+    // SAFETY: `u` is valid for writes of one rusage.
+    let r = unsafe { libc::getrusage(libc::RUSAGE_SELF, &mut u) };
+    if r != 0 {
+        return f64::NAN;
+    }
+    let tv = |t: libc::timeval| t.tv_sec as f64 + t.tv_usec as f64 / 1e6;
+    tv(u.ru_utime) + tv(u.ru_stime)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn probes_do_not_fail() {
+        let m = Machine::probe();
+        assert!(m.cpus >= 1);
+        assert!(cpu_seconds() >= 0.0);
+        assert!(path_mtu("127.0.0.1:9".parse().unwrap()).is_some_and(|m| m >= 1280));
+        assert!(interface_mtu("no-such-interface").is_none());
+    }
+}

@@ -1,0 +1,102 @@
+//! Socket settings: the protocol's tunables plus how the socket reaches the network.
+
+use std::time::Duration;
+
+use homa_proto::Config;
+
+use crate::region::DEFAULT_REGION_SIZE;
+use crate::transport::{Family, TransportKind};
+use crate::RecvRegion;
+
+/// How a socket is built. Start from [`SocketConfig::default`] and change what you need.
+///
+/// ```
+/// use homa_socket::{SocketConfig, TransportKind};
+/// use homa_proto::Config;
+///
+/// let config = SocketConfig::default()
+///     .ipv6(true)
+///     .transport(TransportKind::Udp)
+///     .protocol(Config::builder().unsched_bytes(60_000).build().unwrap())
+///     .region_size(16 << 20);
+/// assert!(config.is_ipv6());
+/// ```
+#[derive(Debug)]
+pub struct SocketConfig {
+    pub(crate) protocol: Config,
+    pub(crate) transport: TransportKind,
+    pub(crate) family: Family,
+    pub(crate) mtu: usize,
+    pub(crate) region_size: usize,
+    pub(crate) region: Option<RecvRegion>,
+    pub(crate) socket_buffer: usize,
+    pub(crate) poll: Duration,
+}
+
+impl Default for SocketConfig {
+    /// UDP, IPv4, the kernel's protocol defaults, MTU 1500 off loopback, a 64 MiB receive
+    /// region allocated by the library, 16 MiB kernel socket buffers, 50 µs of busy polling.
+    fn default() -> Self {
+        SocketConfig {
+            protocol: Config::default(),
+            transport: TransportKind::Udp,
+            family: Family::V4,
+            mtu: 1500,
+            region_size: DEFAULT_REGION_SIZE,
+            region: None,
+            socket_buffer: 16 << 20,
+            poll: Duration::from_micros(50),
+        }
+    }
+}
+
+impl SocketConfig {
+    /// The protocol's tunables (see [`homa_proto::Config`]).
+    pub fn protocol(mut self, config: Config) -> Self {
+        self.protocol = config;
+        self
+    }
+    /// UDP (default) or raw IP protocol 146.
+    pub fn transport(mut self, kind: TransportKind) -> Self {
+        self.transport = kind;
+        self
+    }
+    /// An IPv6 socket (true) or IPv4 (false, default). A socket talks to peers of its
+    /// own family.
+    pub fn ipv6(mut self, yes: bool) -> Self {
+        self.family = if yes { Family::V6 } else { Family::V4 };
+        self
+    }
+    /// Whether the socket is IPv6.
+    pub fn is_ipv6(&self) -> bool {
+        self.family == Family::V6
+    }
+    /// MTU of paths other than loopback (default 1500); packets are sized to it.
+    /// Loopback paths use their own MTU (65536).
+    pub fn mtu(mut self, mtu: usize) -> Self {
+        self.mtu = mtu;
+        self
+    }
+    /// Size of the receive region the library allocates (default 64 MiB; at least
+    /// [`MIN_REGION_SIZE`](crate::region::MIN_REGION_SIZE)).
+    pub fn region_size(mut self, bytes: usize) -> Self {
+        self.region_size = bytes;
+        self
+    }
+    /// Receive into memory the caller supplies instead.
+    pub fn region(mut self, region: RecvRegion) -> Self {
+        self.region = Some(region);
+        self
+    }
+    /// Kernel socket send/receive buffer size to ask for (default 16 MiB; above `net.core.rmem_max` it needs root).
+    pub fn socket_buffer(mut self, bytes: usize) -> Self {
+        self.socket_buffer = bytes;
+        self
+    }
+    /// How long a thread waiting for a message spins on the socket before sleeping
+    /// (default 50 µs, the kernel's `poll_usecs`). Zero never spins.
+    pub fn busy_poll(mut self, spin: Duration) -> Self {
+        self.poll = spin;
+        self
+    }
+}

@@ -1,0 +1,219 @@
+//! How Homa packets reach the network: UDP (default, unprivileged) or raw IP protocol 146
+//! (CAP_NET_RAW, byte-for-byte what the Linux module sends). Both carry the same Homa
+//! packets, with the priority in the IP TOS / IPv6 Traffic Class (`level << 5`) of each
+//! packet.
+//!
+//! The socket core talks to a [`Transport`] only through this module's types: it fills a
+//! [`SendBatch`] from the engine's `poll_transmit` and hands it to [`Transport::send`]; it
+//! waits with [`Transport::wait`] and drains received datagrams with
+//! [`Transport::recv`] into a [`RecvBatch`].
+
+use std::io;
+use std::net::{IpAddr, SocketAddr};
+use std::os::fd::RawFd;
+use std::time::Duration;
+
+use homa_proto::engine::Unreachable;
+
+pub(crate) mod raw;
+pub(crate) mod sys;
+pub(crate) mod udp;
+
+/// Which encapsulation a socket uses.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub enum TransportKind {
+    /// The Homa packet is the UDP payload; the Homa port is the UDP port. Needs no
+    /// privileges; talks only to other homa-rs sockets (PROTOCOL.md 8.2).
+    #[default]
+    Udp,
+    /// Raw IP protocol 146, exactly as the Linux kernel module sends it (PROTOCOL.md
+    /// 8.1): interoperates with `homa.ko` peers. Needs CAP_NET_RAW.
+    RawIp,
+}
+
+/// The address family of a socket: it talks to peers of this family only.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Family {
+    /// IPv4.
+    V4,
+    /// IPv6.
+    V6,
+}
+
+impl Family {
+    /// The family of an address.
+    pub fn of(addr: IpAddr) -> Family {
+        match addr {
+            IpAddr::V4(_) => Family::V4,
+            IpAddr::V6(_) => Family::V6,
+        }
+    }
+}
+
+/// How to open a transport.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct TransportOptions {
+    pub(crate) kind: TransportKind,
+    pub(crate) family: Family,
+    /// Server port (1..=32767) to bind, or `None` for an automatic client port in
+    /// 32768..=65535.
+    pub(crate) port: Option<u16>,
+    /// MTU of non-loopback paths (loopback paths use 65536).
+    pub(crate) mtu: usize,
+    /// Socket receive and send buffer sizes to ask the kernel for (bytes).
+    pub(crate) socket_buffer: usize,
+}
+
+/// Packets to send, packed one after another in one buffer.
+#[derive(Debug)]
+pub(crate) struct SendBatch {
+    pub(crate) buf: Vec<u8>,
+    /// (destination: IP and Homa port, TOS byte, start, length) per packet.
+    pub(crate) packets: Vec<(SocketAddr, u8, usize, usize)>,
+    max_packet: usize,
+    capacity: usize,
+}
+
+impl SendBatch {
+    /// Room for `capacity` packets of up to `max_packet` bytes.
+    pub(crate) fn new(max_packet: usize, capacity: usize) -> Self {
+        SendBatch {
+            buf: vec![0; max_packet * capacity],
+            packets: Vec::with_capacity(capacity),
+            max_packet,
+            capacity,
+        }
+    }
+    /// Whether no more packets fit.
+    pub(crate) fn is_full(&self) -> bool {
+        self.packets.len() == self.capacity
+    }
+    /// Whether the batch holds no packets.
+    pub(crate) fn is_empty(&self) -> bool {
+        self.packets.is_empty()
+    }
+    /// The buffer for the next packet (`max_packet` bytes).
+    pub(crate) fn next_buf(&mut self) -> &mut [u8] {
+        let at = self.packets.len() * self.max_packet;
+        &mut self.buf[at..at + self.max_packet]
+    }
+    /// Records that `len` bytes were written into [`next_buf`](Self::next_buf).
+    pub(crate) fn commit(&mut self, dest: SocketAddr, tos: u8, len: usize) {
+        let at = self.packets.len() * self.max_packet;
+        self.packets.push((dest, tos, at, len));
+    }
+    /// Empties the batch.
+    pub(crate) fn clear(&mut self) {
+        self.packets.clear();
+    }
+    /// The packets: (destination, TOS, bytes).
+    pub(crate) fn iter(&self) -> impl Iterator<Item = (SocketAddr, u8, &[u8])> + '_ {
+        self.packets
+            .iter()
+            .map(|&(d, t, at, len)| (d, t, &self.buf[at..at + len]))
+    }
+}
+
+/// Received datagrams: room for `capacity` packets of up to `max_packet` bytes.
+#[derive(Debug)]
+pub(crate) struct RecvBatch {
+    pub(crate) buf: Vec<u8>,
+    /// (source IP, start, length of the Homa packet) per datagram received.
+    pub(crate) packets: Vec<(IpAddr, usize, usize)>,
+    pub(crate) max_packet: usize,
+    pub(crate) capacity: usize,
+}
+
+impl RecvBatch {
+    /// Room for `capacity` datagrams of up to `max_packet` bytes each.
+    pub(crate) fn new(max_packet: usize, capacity: usize) -> Self {
+        RecvBatch {
+            buf: vec![0; max_packet * capacity],
+            packets: Vec::with_capacity(capacity),
+            max_packet,
+            capacity,
+        }
+    }
+    /// The Homa packets received by the last [`Transport::recv`], with their source.
+    pub(crate) fn iter(&self) -> impl Iterator<Item = (IpAddr, &[u8])> + '_ {
+        self.packets
+            .iter()
+            .map(|&(from, at, len)| (from, &self.buf[at..at + len]))
+    }
+}
+
+/// An open transport.
+#[derive(Debug)]
+pub(crate) enum Transport {
+    Udp(udp::UdpTransport),
+    Raw(raw::RawTransport),
+}
+
+impl Transport {
+    /// Opens the transport. Errors say what failed (binding a port in use, a missing
+    /// CAP_NET_RAW, ...).
+    pub(crate) fn open(options: &TransportOptions) -> Result<Transport, crate::Error> {
+        match options.kind {
+            TransportKind::Udp => udp::UdpTransport::open(options).map(Transport::Udp),
+            TransportKind::RawIp => raw::RawTransport::open(options).map(Transport::Raw),
+        }
+    }
+
+    /// The socket's Homa port.
+    pub(crate) fn local_port(&self) -> u16 {
+        match self {
+            Transport::Udp(t) => t.local_port(),
+            Transport::Raw(t) => t.local_port(),
+        }
+    }
+
+    /// Largest Homa packet to non-loopback IPv4 peers, IPv6 peers, and loopback peers.
+    pub(crate) fn max_packets(&self) -> (usize, usize, usize) {
+        match self {
+            Transport::Udp(t) => t.max_packets(),
+            Transport::Raw(t) => t.max_packets(),
+        }
+    }
+
+    /// Sends every packet of `batch` (blocking briefly if the kernel's buffer is full).
+    /// Errors for one destination (e.g. unreachable) do not stop the others; they are
+    /// returned as unreachable reports instead.
+    pub(crate) fn send(&self, batch: &SendBatch) -> io::Result<Vec<(SocketAddr, Unreachable)>> {
+        match self {
+            Transport::Udp(t) => t.send(batch),
+            Transport::Raw(t) => t.send(batch),
+        }
+    }
+
+    /// Receives what is queued without blocking, into `batch` (replacing its contents).
+    /// Returns the number of datagrams; 0 if none.
+    pub(crate) fn recv(&self, batch: &mut RecvBatch) -> io::Result<usize> {
+        match self {
+            Transport::Udp(t) => t.recv(batch),
+            Transport::Raw(t) => t.recv(batch),
+        }
+    }
+
+    /// Drains ICMP errors reported for packets this socket sent, as (destination,
+    /// kind) pairs.
+    pub(crate) fn take_unreachable(&self) -> io::Result<Vec<(SocketAddr, Unreachable)>> {
+        match self {
+            Transport::Udp(t) => t.take_unreachable(),
+            Transport::Raw(t) => t.take_unreachable(),
+        }
+    }
+
+    /// Blocks until a datagram or an error report is readable, `wake_fd` is readable,
+    /// or `timeout` passes (`None` = no timeout).
+    pub(crate) fn wait(&self, wake_fd: RawFd, timeout: Option<Duration>) -> io::Result<()> {
+        sys::wait_readable(self.raw_fd(), wake_fd, timeout)
+    }
+
+    /// The file descriptor to wait on (for async runtimes).
+    pub(crate) fn raw_fd(&self) -> RawFd {
+        match self {
+            Transport::Udp(t) => t.raw_fd(),
+            Transport::Raw(t) => t.raw_fd(),
+        }
+    }
+}

@@ -1,0 +1,815 @@
+//! The raw IP transport: Homa packets directly in IP protocol 146, byte for byte what the
+//! Linux module sends (PROTOCOL.md 8.1). Needs CAP_NET_RAW.
+//!
+//! - Sending: the kernel builds the IP header (no `IP_HDRINCL`); the priority travels as
+//!   an `IP_TOS` / `IPV6_TCLASS` control message per packet (raw sockets honour it); the
+//!   Homa checksum (PROTOCOL.md 1.3) is filled in a copy of each packet, with the source
+//!   address the kernel's routing picks for that destination (looked up once per
+//!   destination and cached).
+//! - Receiving: every protocol-146 packet that reaches this host is delivered to every
+//!   protocol-146 raw socket, including our own packets to loopback addresses and packets
+//!   for other Homa ports. All are handed to the engine, which drops those not addressed
+//!   to its port. IPv4 raw sockets deliver the IP header, which is stripped; IPv6 raw
+//!   sockets deliver only the payload.
+//! - Ports: Homa ports live inside the packet, so the OS knows nothing of them. Each
+//!   transport reserves its port for its lifetime by binding a Unix socket to the
+//!   abstract name `homa-rs/raw-ip-port/<port>`: two homa-rs raw-IP sockets in one
+//!   network namespace (the scope of Homa ports, PROTOCOL.md 2.2) cannot use the same
+//!   port. Abstract names are per network namespace, disappear when the process exits
+//!   however it exits, and, unlike a reserved UDP port, do not take a port away from
+//!   UDP users (a homa-rs UDP socket may use the same number: it is a different
+//!   encapsulation). Other Homa implementations on the host (homa.ko, which must not run
+//!   alongside anyway) do not see the reservation. Clients pick random ports in
+//!   32768..=65535 until a reservation succeeds.
+//! - ICMP errors: every protocol-146 raw socket gets the ICMP errors about every
+//!   protocol-146 packet sent from the host; a report is ours when the quoted Homa header's
+//!   source port is our port, and its destination port tells which Homa port failed.
+
+use std::collections::HashMap;
+use std::io;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::os::fd::{AsRawFd, OwnedFd, RawFd};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use homa_proto::engine::Unreachable;
+use homa_proto::wire::{fill_checksum, IPPROTO_HOMA};
+
+use super::sys::{self, QueuedError, RecvScratch, IPV4_HEADER_LEN};
+use super::udp::{drain_error_queue, lock, per_destination, random_client_port, send_messages};
+use super::udp::{SendState, MIN_CLIENT_PORT};
+use super::{Family, RecvBatch, SendBatch, TransportOptions};
+
+/// Largest IP datagram expressible in IPv4's total length / IPv6's payload length.
+const IP_MAX: usize = 65535;
+/// The loopback MTU (Linux default).
+const LOOPBACK_MTU: usize = 65536;
+/// Largest Homa packet over IPv4 loopback: 65535 − 20.
+pub(crate) const V4_LOOPBACK_MAX: usize = IP_MAX - 20;
+/// Largest Homa packet over IPv6 loopback without fragmenting: MTU 65536 − 40.
+pub(crate) const V6_LOOPBACK_MAX: usize = LOOPBACK_MTU - 40;
+/// How many random client ports to try.
+const PORT_ATTEMPTS: usize = 256;
+/// Source addresses are looked up again after this long (routes change).
+const SOURCE_TTL: Duration = Duration::from_secs(10);
+/// At most this many destinations' source addresses are cached.
+const SOURCE_CACHE_MAX: usize = 4096;
+/// What a permission failure opening the socket says.
+const NEEDS_CAP_NET_RAW: &str =
+    "opening a raw IP socket for protocol 146 needs CAP_NET_RAW (run as root or grant the capability)";
+
+/// The abstract Unix socket name that reserves a Homa port for raw-IP sockets.
+fn reservation_name(port: u16) -> String {
+    format!("homa-rs/raw-ip-port/{port}")
+}
+
+/// The sending side's state: message headers and a copy of the batch with checksums.
+#[derive(Debug)]
+struct RawSend {
+    state: SendState,
+    buf: Vec<u8>,
+    /// (destination, TOS, start in `buf`, length) of each packet to send.
+    packets: Vec<(SocketAddr, u8, usize, usize)>,
+}
+
+/// The raw IP transport (see the module docs).
+#[derive(Debug)]
+pub(crate) struct RawTransport {
+    fd: OwnedFd,
+    family: Family,
+    port: u16,
+    mtu: usize,
+    /// Holds the port reservation while the transport lives.
+    _reservation: OwnedFd,
+    send: Mutex<RawSend>,
+    recv: Mutex<RecvScratch>,
+    /// Destination → (source address the kernel uses, when looked up).
+    sources: Mutex<HashMap<IpAddr, (IpAddr, Instant)>>,
+    /// Reports found while sending or receiving, for the next `take_unreachable`.
+    pending: Mutex<Vec<(SocketAddr, Unreachable)>>,
+    truncated: AtomicU64,
+    malformed: AtomicU64,
+}
+
+impl RawTransport {
+    /// Opens the raw socket and reserves the Homa port (see the module docs).
+    pub(crate) fn open(options: &TransportOptions) -> Result<Self, crate::Error> {
+        let family = options.family;
+        let fd =
+            sys::socket(family, libc::SOCK_RAW, i32::from(IPPROTO_HOMA)).map_err(|e| {
+                match e.raw_os_error() {
+                    Some(libc::EPERM | libc::EACCES) => crate::Error::io(NEEDS_CAP_NET_RAW, e),
+                    _ => crate::Error::io("opening a raw IP socket for protocol 146", e),
+                }
+            })?;
+        let raw = fd.as_raw_fd();
+        let (level, recverr) = match family {
+            Family::V4 => (libc::IPPROTO_IP, libc::IP_RECVERR),
+            Family::V6 => (libc::IPPROTO_IPV6, libc::IPV6_RECVERR),
+        };
+        sys::set_option(raw, level, recverr, 1)
+            .map_err(|e| crate::Error::io("enabling ICMP error reports on the raw socket", e))?;
+        sys::set_buffer_sizes(raw, options.socket_buffer);
+        let (port, reservation) = match options.port {
+            Some(port) => {
+                if port == 0 || port >= MIN_CLIENT_PORT {
+                    return Err(crate::Error::invalid(
+                        "port",
+                        format!("server port {port} is outside 1..=32767"),
+                    ));
+                }
+                let r = sys::bind_abstract(reservation_name(port).as_bytes()).map_err(|e| {
+                    if e.raw_os_error() == Some(libc::EADDRINUSE) {
+                        crate::Error::io(
+                            "reserving the Homa server port: another homa-rs raw-IP socket \
+                             in this network namespace already uses it",
+                            e,
+                        )
+                    } else {
+                        crate::Error::io("reserving the Homa port (abstract Unix socket)", e)
+                    }
+                })?;
+                (port, r)
+            }
+            None => Self::reserve_client_port()?,
+        };
+        Ok(RawTransport {
+            fd,
+            family,
+            port,
+            mtu: options.mtu,
+            _reservation: reservation,
+            send: Mutex::new(RawSend {
+                state: SendState::new(64),
+                buf: Vec::new(),
+                packets: Vec::new(),
+            }),
+            recv: Mutex::new(RecvScratch::new(64)),
+            sources: Mutex::new(HashMap::new()),
+            pending: Mutex::new(Vec::new()),
+            truncated: AtomicU64::new(0),
+            malformed: AtomicU64::new(0),
+        })
+    }
+
+    /// Reserves a random free client port. With a few thousand clients on a host the
+    /// first try almost always succeeds; a collision just means another try.
+    fn reserve_client_port() -> Result<(u16, OwnedFd), crate::Error> {
+        let mut last = None;
+        for _ in 0..PORT_ATTEMPTS {
+            let port = random_client_port();
+            match sys::bind_abstract(reservation_name(port).as_bytes()) {
+                Ok(r) => return Ok((port, r)),
+                Err(e) if e.raw_os_error() == Some(libc::EADDRINUSE) => last = Some(e),
+                Err(e) => {
+                    return Err(crate::Error::io(
+                        "reserving the Homa port (abstract Unix socket)",
+                        e,
+                    ))
+                }
+            }
+        }
+        Err(crate::Error::io(
+            "finding a free Homa client port in 32768..=65535 for a raw-IP socket",
+            last.unwrap_or_else(|| io::Error::from_raw_os_error(libc::EADDRINUSE)),
+        ))
+    }
+
+    /// The Homa port.
+    pub(crate) fn local_port(&self) -> u16 {
+        self.port
+    }
+
+    /// Largest Homa packets: non-loopback IPv4 and IPv6 paths (`mtu` minus the IP
+    /// header) and loopback (65515 over IPv4, 65496 over IPv6).
+    pub(crate) fn max_packets(&self) -> (usize, usize, usize) {
+        let loopback = match self.family {
+            Family::V4 => V4_LOOPBACK_MAX,
+            Family::V6 => V6_LOOPBACK_MAX,
+        };
+        (
+            self.mtu.saturating_sub(20),
+            self.mtu.saturating_sub(40),
+            loopback,
+        )
+    }
+
+    /// The source address the kernel uses towards `dest` (cached).
+    fn source_for(&self, dest: IpAddr, now: Instant) -> io::Result<IpAddr> {
+        let mut sources = lock(&self.sources);
+        if let Some(&(src, at)) = sources.get(&dest) {
+            if now.saturating_duration_since(at) < SOURCE_TTL {
+                return Ok(src);
+            }
+        }
+        let src = sys::route_source(dest)?;
+        if sources.len() >= SOURCE_CACHE_MAX {
+            sources.clear();
+        }
+        sources.insert(dest, (src, now));
+        Ok(src)
+    }
+
+    /// Sends the batch: each packet copied with its checksum filled, then one
+    /// `sendmmsg` (more if the kernel takes only part of it).
+    pub(crate) fn send(&self, batch: &SendBatch) -> io::Result<Vec<(SocketAddr, Unreachable)>> {
+        let mut reports = Vec::new();
+        let mut guard = lock(&self.send);
+        let st = &mut *guard;
+        st.buf.clear();
+        st.packets.clear();
+        let now = Instant::now();
+        let mut last: Option<(IpAddr, IpAddr)> = None;
+        for (dest, tos, bytes) in batch.iter() {
+            if Family::of(dest.ip()) != self.family {
+                if !reports.contains(&(dest, Unreachable::Host)) {
+                    reports.push((dest, Unreachable::Host));
+                }
+                continue;
+            }
+            // Batches usually go to few destinations: skip the lookup for repeats.
+            let found = match last {
+                Some((d, src)) if d == dest.ip() => Ok(src),
+                _ => self.source_for(dest.ip(), now),
+            };
+            let src = match found {
+                Ok(src) => {
+                    last = Some((dest.ip(), src));
+                    Some(src)
+                }
+                Err(e) => match per_destination(&e) {
+                    // No route: the kernel could not send it either.
+                    Some(kind) => {
+                        if !reports.contains(&(dest, kind)) {
+                            reports.push((dest, kind));
+                        }
+                        continue;
+                    }
+                    // A local failure (out of descriptors, ...): send it without the
+                    // checksum, which no receiver verifies (PROTOCOL.md 1.3).
+                    None => None,
+                },
+            };
+            let start = st.buf.len();
+            st.buf.extend_from_slice(bytes);
+            if let Some(src) = src {
+                // Fails only for packets shorter than a common header, sent as they are.
+                let _ = fill_checksum(&mut st.buf[start..], src, dest.ip());
+            }
+            st.packets.push((dest, tos, start, bytes.len()));
+        }
+        let mut b = st.state.scratch.builder();
+        st.state.ranges.clear();
+        for (i, &(dest, tos, start, len)) in st.packets.iter().enumerate() {
+            // Raw IPv6 sockets insist on port 0 (or the protocol number) in the address;
+            // the IPv6 scope id, if any, is kept.
+            let mut to = dest;
+            to.set_port(0);
+            b.push(self.family, to, tos, None, [&st.buf[start..start + len]]);
+            st.state.ranges.push((i, 1));
+        }
+        let drain = || self.drain_to_pending();
+        let fd = self.fd.as_raw_fd();
+        send_messages(
+            fd,
+            &mut b,
+            &st.state.ranges,
+            &st.packets,
+            &mut reports,
+            &drain,
+        )?;
+        Ok(reports)
+    }
+
+    /// The Homa destination port of an error report about one of our packets.
+    fn our_port(&self, e: &QueuedError) -> Option<u16> {
+        if e.quoted_len < 4 {
+            return None;
+        }
+        let q = e.quoted;
+        let sport = u16::from_be_bytes([q[0], q[1]]);
+        (sport == self.port).then(|| u16::from_be_bytes([q[2], q[3]]))
+    }
+
+    fn drain_to_pending(&self) -> io::Result<()> {
+        let mut pending = lock(&self.pending);
+        drain_error_queue(self.fd.as_raw_fd(), &mut pending, |e| self.our_port(e))
+    }
+
+    /// Receives what is queued (one `recvmmsg`), without blocking.
+    pub(crate) fn recv(&self, batch: &mut RecvBatch) -> io::Result<usize> {
+        batch.packets.clear();
+        let slot = batch.max_packet;
+        let prefix = self.family == Family::V4;
+        let mut scratch = lock(&self.recv);
+        let mut failures = 0;
+        loop {
+            let n = match scratch.recv(
+                self.fd.as_raw_fd(),
+                &mut batch.buf,
+                slot,
+                batch.capacity,
+                prefix,
+            ) {
+                Ok(n) => n,
+                Err(e) => {
+                    // A pending socket error (an ICMP report) fails the receive once.
+                    self.drain_to_pending()?;
+                    failures += 1;
+                    if failures > 4 {
+                        return Err(e);
+                    }
+                    continue;
+                }
+            };
+            for i in 0..n {
+                let r = scratch.received(i);
+                if r.truncated {
+                    self.truncated.fetch_add(1, Ordering::Relaxed);
+                    continue;
+                }
+                let found = if prefix {
+                    ipv4_payload(scratch.prefix(i), r.len, slot)
+                        .map(|(src, at, len)| (IpAddr::V4(src), i * slot + at, len))
+                } else {
+                    match r.source {
+                        Some(src) if r.len <= slot => Some((src.ip(), i * slot, r.len)),
+                        _ => None,
+                    }
+                };
+                match found {
+                    Some(p) => batch.packets.push(p),
+                    None => {
+                        self.malformed.fetch_add(1, Ordering::Relaxed);
+                    }
+                }
+            }
+            if n == 0 || !batch.packets.is_empty() || failures > 4 {
+                return Ok(batch.packets.len());
+            }
+            failures += 1;
+        }
+    }
+
+    /// Reports of ICMP errors about packets this socket sent.
+    pub(crate) fn take_unreachable(&self) -> io::Result<Vec<(SocketAddr, Unreachable)>> {
+        let mut out = std::mem::take(&mut *lock(&self.pending));
+        drain_error_queue(self.fd.as_raw_fd(), &mut out, |e| self.our_port(e))?;
+        Ok(out)
+    }
+
+    /// The socket's descriptor.
+    pub(crate) fn raw_fd(&self) -> RawFd {
+        self.fd.as_raw_fd()
+    }
+
+    /// How many received datagrams were dropped for not fitting a slot.
+    #[cfg_attr(not(test), allow(dead_code))]
+    pub(crate) fn truncated(&self) -> u64 {
+        self.truncated.load(Ordering::Relaxed)
+    }
+
+    /// How many received datagrams had an impossible IPv4 header (for statistics).
+    #[allow(dead_code)]
+    pub(crate) fn malformed(&self) -> u64 {
+        self.malformed.load(Ordering::Relaxed)
+    }
+}
+
+/// Where the Homa packet is in a datagram from a raw IPv4 socket: `header` holds its first
+/// 20 bytes, the rest (options, then the Homa packet) is at the start of the slot;
+/// `received` counts both. Returns (source, start in the slot, length), or `None` if the
+/// header is not a plausible IPv4 header of a protocol-146 packet.
+fn ipv4_payload(
+    header: &[u8; IPV4_HEADER_LEN],
+    received: usize,
+    slot: usize,
+) -> Option<(Ipv4Addr, usize, usize)> {
+    if received < IPV4_HEADER_LEN || header[0] >> 4 != 4 || header[9] != IPPROTO_HOMA {
+        return None;
+    }
+    let ihl = usize::from(header[0] & 0x0F) * 4;
+    let total = usize::from(u16::from_be_bytes([header[2], header[3]]));
+    if ihl < IPV4_HEADER_LEN || total < ihl || total > received {
+        return None;
+    }
+    let start = ihl - IPV4_HEADER_LEN;
+    let end = total - IPV4_HEADER_LEN;
+    if end > slot {
+        return None;
+    }
+    let src = Ipv4Addr::new(header[12], header[13], header[14], header[15]);
+    Some((src, start, end - start))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::transport::sys::test_util::{enable_recv_tos, inject_icmp, recv_with_tos};
+    use crate::transport::TransportKind;
+    use homa_proto::wire::packet_checksum;
+    use std::net::Ipv6Addr;
+
+    fn options(family: Family, port: Option<u16>) -> TransportOptions {
+        TransportOptions {
+            kind: TransportKind::RawIp,
+            family,
+            port,
+            mtu: 1500,
+            socket_buffer: 8 << 20,
+        }
+    }
+
+    fn loopback(family: Family) -> IpAddr {
+        match family {
+            Family::V4 => IpAddr::V4(Ipv4Addr::LOCALHOST),
+            Family::V6 => IpAddr::V6(Ipv6Addr::LOCALHOST),
+        }
+    }
+
+    /// Raw sockets must open here (the tests run as root): fail loudly otherwise.
+    fn client(family: Family) -> RawTransport {
+        RawTransport::open(&options(family, None))
+            .unwrap_or_else(|e| panic!("raw transport tests need CAP_NET_RAW: {e}"))
+    }
+
+    fn server(family: Family) -> RawTransport {
+        for _ in 0..100 {
+            let port = 10_000 + (sys::random_u64() % 22_000) as u16;
+            match RawTransport::open(&options(family, Some(port))) {
+                Ok(t) => return t,
+                Err(crate::Error::Io { source, .. })
+                    if source.raw_os_error() == Some(libc::EADDRINUSE) => {}
+                Err(e) => panic!("raw transport tests need CAP_NET_RAW: {e}"),
+            }
+        }
+        panic!("no free server port");
+    }
+
+    /// A Homa-shaped packet: source and destination ports first, then bytes that
+    /// identify it (the checksum field at 16..18 is left zero for the transport).
+    fn packet(sport: u16, dport: u16, id: u8, len: usize) -> Vec<u8> {
+        let mut p: Vec<u8> = (0..len)
+            .map(|i| (i as u8).wrapping_mul(31).wrapping_add(id))
+            .collect();
+        p[..2].copy_from_slice(&sport.to_be_bytes());
+        p[2..4].copy_from_slice(&dport.to_be_bytes());
+        p[16] = 0;
+        p[17] = 0;
+        p
+    }
+
+    fn ports(p: &[u8]) -> (u16, u16) {
+        (
+            u16::from_be_bytes([p[0], p[1]]),
+            u16::from_be_bytes([p[2], p[3]]),
+        )
+    }
+
+    fn send(
+        from: &RawTransport,
+        to: SocketAddr,
+        packets: &[(u8, Vec<u8>)],
+    ) -> io::Result<Vec<(SocketAddr, Unreachable)>> {
+        let max = packets.iter().map(|p| p.1.len()).max().unwrap_or(1);
+        let mut batch = SendBatch::new(max, packets.len());
+        for (tos, bytes) in packets {
+            batch.next_buf()[..bytes.len()].copy_from_slice(bytes);
+            batch.commit(to, *tos, bytes.len());
+        }
+        from.send(&batch)
+    }
+
+    /// Receives until `count` packets from `sport` to `dport` have arrived (every
+    /// protocol-146 packet on the host reaches every raw socket: others are skipped).
+    fn receive(
+        t: &RawTransport,
+        max_packet: usize,
+        sport: u16,
+        dport: u16,
+        count: usize,
+    ) -> Vec<(IpAddr, Vec<u8>)> {
+        let mut batch = RecvBatch::new(max_packet, 8);
+        let mut got = Vec::new();
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while got.len() < count {
+            let left = deadline.saturating_duration_since(Instant::now());
+            assert!(!left.is_zero(), "received only {} of {count}", got.len());
+            sys::wait_readable(t.raw_fd(), -1, Some(left)).unwrap();
+            let n = t.recv(&mut batch).unwrap();
+            assert_eq!(n, batch.packets.len());
+            got.extend(
+                batch
+                    .iter()
+                    .filter(|(_, p)| p.len() >= 4 && ports(p) == (sport, dport))
+                    .map(|(from, p)| (from, p.to_vec())),
+            );
+        }
+        got
+    }
+
+    fn roundtrip(family: Family) {
+        let server = server(family);
+        let client = client(family);
+        let (sport, dport) = (client.local_port(), server.local_port());
+        let max = client.max_packets().2;
+        let to = SocketAddr::new(loopback(family), dport);
+        let sizes = [28, 100, 1000, 1400, 9000, 30_000, max];
+        let packets: Vec<(u8, Vec<u8>)> = sizes
+            .iter()
+            .enumerate()
+            .map(|(i, &len)| ((i as u8 % 8) << 5, packet(sport, dport, i as u8, len)))
+            .collect();
+        assert!(send(&client, to, &packets).unwrap().is_empty());
+        let got = receive(&server, max, sport, dport, packets.len());
+        for (i, (from, p)) in got.iter().enumerate() {
+            assert_eq!(*from, loopback(family));
+            let sent = &packets[i].1;
+            assert_eq!(p.len(), sent.len());
+            assert_eq!(p[..16], sent[..16]);
+            assert_eq!(p[18..], sent[18..]);
+            // The checksum was filled, with the addresses the kernel used.
+            let sum = packet_checksum(*from, loopback(family), p).unwrap();
+            assert_eq!(u16::from_be_bytes([p[16], p[17]]), sum, "packet {i}");
+            assert_ne!(sum, 0);
+        }
+        // The sender's own raw socket sees its loopback packets too.
+        assert_eq!(
+            receive(&client, max, sport, dport, packets.len()).len(),
+            packets.len()
+        );
+    }
+
+    #[test]
+    fn raw_v4_batch_roundtrip_with_checksums() {
+        roundtrip(Family::V4);
+    }
+
+    #[test]
+    fn raw_v6_batch_roundtrip_with_checksums() {
+        roundtrip(Family::V6);
+    }
+
+    /// The TOS / Traffic Class of each packet, as seen by a plain raw socket.
+    fn tos_lands_in_header(family: Family) {
+        let observer = sys::socket(family, libc::SOCK_RAW, i32::from(IPPROTO_HOMA)).unwrap();
+        let obs = observer.as_raw_fd();
+        if family == Family::V6 {
+            enable_recv_tos(obs, family);
+        }
+        let client = client(family);
+        let dport = 7;
+        let sport = client.local_port();
+        let packets: Vec<(u8, Vec<u8>)> = (0..8u8)
+            .map(|l| (l << 5, packet(sport, dport, l, 40 + usize::from(l))))
+            .collect();
+        assert!(
+            send(&client, SocketAddr::new(loopback(family), dport), &packets)
+                .unwrap()
+                .is_empty()
+        );
+        let mut seen = 0;
+        let mut buf = vec![0; 2000];
+        let header = if family == Family::V4 { 20 } else { 0 };
+        while seen < 8 {
+            sys::wait_readable(obs, -1, Some(Duration::from_secs(5))).unwrap();
+            let Ok((len, _, tclass)) = recv_with_tos(obs, &mut buf) else {
+                continue;
+            };
+            let p = &buf[header..len];
+            if p.len() < 4 || ports(p) != (sport, dport) {
+                continue;
+            }
+            let level = (p.len() - 40) as u8;
+            let tos = match family {
+                // The IPv4 header's second byte.
+                Family::V4 => buf[1],
+                Family::V6 => tclass.expect("IPV6_TCLASS reported"),
+            };
+            assert_eq!(tos, level << 5, "level {level}");
+            seen += 1;
+        }
+    }
+
+    #[test]
+    fn raw_v4_tos_lands_in_ip_header() {
+        tos_lands_in_header(Family::V4);
+    }
+
+    #[test]
+    fn raw_v6_traffic_class_lands_in_ip_header() {
+        tos_lands_in_header(Family::V6);
+    }
+
+    #[test]
+    fn raw_ports_are_reserved() {
+        for family in [Family::V4, Family::V6] {
+            let a = client(family);
+            let b = client(family);
+            assert!(a.local_port() >= MIN_CLIENT_PORT);
+            assert_ne!(a.local_port(), b.local_port());
+            let s = server(family);
+            // The port space is shared by both families, as in the kernel.
+            for f in [Family::V4, Family::V6] {
+                let err = RawTransport::open(&options(f, Some(s.local_port()))).unwrap_err();
+                assert!(err.to_string().contains("already uses it"), "{err}");
+            }
+            let port = s.local_port();
+            drop(s);
+            // Closing the transport frees the port.
+            let again = RawTransport::open(&options(family, Some(port))).unwrap();
+            assert_eq!(again.local_port(), port);
+        }
+    }
+
+    /// Forged ICMP errors about our packets become reports; about another socket's
+    /// packets, nothing.
+    fn icmp_reports(family: Family) {
+        let ours = client(family);
+        let bystander = client(family);
+        let cases: &[(u8, u8, Unreachable)] = match family {
+            Family::V4 => &[
+                (3, 3, Unreachable::Port),
+                (3, 2, Unreachable::Protocol),
+                (3, 1, Unreachable::Host),
+            ],
+            Family::V6 => &[
+                (1, 4, Unreachable::Port),
+                (4, 1, Unreachable::Protocol),
+                (1, 3, Unreachable::Host),
+            ],
+        };
+        for &(ty, code, kind) in cases {
+            let quoted = packet(ours.local_port(), 1234, 0, 28);
+            inject_icmp(family, ty, code, IPPROTO_HOMA, &quoted);
+            let deadline = Instant::now() + Duration::from_secs(5);
+            let mut reports = Vec::new();
+            while reports.is_empty() && Instant::now() < deadline {
+                let left = deadline.saturating_duration_since(Instant::now());
+                sys::wait_readable(ours.raw_fd(), -1, Some(left)).unwrap();
+                reports = ours.take_unreachable().unwrap();
+            }
+            let dest = SocketAddr::new(loopback(family), 1234);
+            assert_eq!(reports, vec![(dest, kind)], "ICMP type {ty} code {code}");
+            sys::wait_readable(bystander.raw_fd(), -1, Some(Duration::from_secs(5))).unwrap();
+            assert!(bystander.take_unreachable().unwrap().is_empty());
+        }
+    }
+
+    #[test]
+    fn raw_v4_icmp_errors_are_reported_to_the_sender_only() {
+        icmp_reports(Family::V4);
+    }
+
+    #[test]
+    fn raw_v6_icmp_errors_are_reported_to_the_sender_only() {
+        icmp_reports(Family::V6);
+    }
+
+    #[test]
+    fn raw_oversize_datagrams_are_dropped_and_counted() {
+        for family in [Family::V4, Family::V6] {
+            let server = server(family);
+            let client = client(family);
+            let (sport, dport) = (client.local_port(), server.local_port());
+            let to = SocketAddr::new(loopback(family), dport);
+            let packets = [
+                (0, packet(sport, dport, 1, 200)),
+                (0, packet(sport, dport, 2, 50)),
+                (0, packet(sport, dport, 3, 100)),
+            ];
+            assert!(send(&client, to, &packets).unwrap().is_empty());
+            let got = receive(&server, 100, sport, dport, 2);
+            assert_eq!(got[0].1[18..], packets[1].1[18..]);
+            assert_eq!(got[1].1[18..], packets[2].1[18..]);
+            assert!(server.truncated() >= 1);
+        }
+    }
+
+    #[test]
+    fn raw_loopback_maxima_are_exact() {
+        for family in [Family::V4, Family::V6] {
+            let server = server(family);
+            let client = client(family);
+            if family == Family::V6 {
+                // Without this, IPv6 would send larger packets as fragments. (IPV6_DONTFRAG
+                // does not do it here: the kernel honours it only for UDP, ICMPv6 and
+                // IPPROTO_RAW sockets, not for a raw socket of protocol 146.)
+                sys::set_option(
+                    client.raw_fd(),
+                    libc::IPPROTO_IPV6,
+                    libc::IPV6_MTU_DISCOVER,
+                    libc::IPV6_PMTUDISC_DO,
+                )
+                .unwrap();
+            }
+            let (sport, dport) = (client.local_port(), server.local_port());
+            let max = client.max_packets().2;
+            let to = SocketAddr::new(loopback(family), dport);
+            send(&client, to, &[(0, packet(sport, dport, 1, max))]).unwrap();
+            assert_eq!(receive(&server, max, sport, dport, 1)[0].1.len(), max);
+            let err = send(&client, to, &[(0, packet(sport, dport, 1, max + 1))]).unwrap_err();
+            assert_eq!(err.raw_os_error(), Some(libc::EMSGSIZE), "{family:?}");
+        }
+        assert_eq!(V4_LOOPBACK_MAX, 65515);
+        assert_eq!(V6_LOOPBACK_MAX, 65496);
+    }
+
+    #[test]
+    fn raw_ipv4_header_parsing_rejects_garbage() {
+        let mut h = [0u8; 20];
+        h[0] = 0x45;
+        h[9] = IPPROTO_HOMA;
+        h[2..4].copy_from_slice(&120u16.to_be_bytes());
+        h[12..16].copy_from_slice(&[10, 0, 0, 1]);
+        let src = Ipv4Addr::new(10, 0, 0, 1);
+        assert_eq!(ipv4_payload(&h, 120, 100), Some((src, 0, 100)));
+        // Options: the packet starts after them.
+        let mut o = h;
+        o[0] = 0x47;
+        assert_eq!(ipv4_payload(&o, 120, 100), Some((src, 8, 92)));
+        // Trailing bytes beyond the total length are not part of the packet.
+        assert_eq!(ipv4_payload(&h, 130, 200), Some((src, 0, 100)));
+        // Total length beyond what was received, or the slot.
+        assert_eq!(ipv4_payload(&h, 119, 100), None);
+        assert_eq!(ipv4_payload(&h, 120, 99), None);
+        // Not IPv4, header length below 20 or above the total, wrong protocol, short.
+        let mut bad = h;
+        bad[0] = 0x65;
+        assert_eq!(ipv4_payload(&bad, 120, 100), None);
+        bad[0] = 0x44;
+        assert_eq!(ipv4_payload(&bad, 120, 100), None);
+        bad = h;
+        bad[2..4].copy_from_slice(&10u16.to_be_bytes());
+        assert_eq!(ipv4_payload(&bad, 120, 100), None);
+        bad = h;
+        bad[9] = 6;
+        assert_eq!(ipv4_payload(&bad, 120, 100), None);
+        assert_eq!(ipv4_payload(&h, 19, 100), None);
+        for b in 0..=255u8 {
+            let mut any = [b; 20];
+            any[9] = IPPROTO_HOMA;
+            for len in [0, 19, 20, 60, 1000, 70_000] {
+                if let Some((_, at, n)) = ipv4_payload(&any, len, 500) {
+                    assert!(at + n <= 500 && at + n + 20 <= len);
+                }
+            }
+        }
+    }
+
+    /// Without CAP_NET_RAW, opening fails with an error that says what is missing.
+    /// Capabilities are per thread on Linux: drop CAP_NET_RAW from a scratch thread.
+    #[test]
+    fn raw_without_cap_net_raw_fails_clearly() {
+        std::thread::spawn(|| {
+            #[repr(C)]
+            struct Header {
+                version: u32,
+                pid: i32,
+            }
+            #[repr(C)]
+            #[derive(Clone, Copy, Default)]
+            struct Data {
+                effective: u32,
+                permitted: u32,
+                inheritable: u32,
+            }
+            let mut header = Header {
+                version: 0x2008_0522, // _LINUX_CAPABILITY_VERSION_3
+                pid: 0,
+            };
+            let mut data = [Data::default(); 2];
+            // SAFETY: capget writes two `Data` records (version 3) and may update the
+            // header's version; both point at live, correctly sized locals.
+            let r = unsafe {
+                libc::syscall(
+                    libc::SYS_capget,
+                    std::ptr::from_mut(&mut header),
+                    data.as_mut_ptr(),
+                )
+            };
+            assert_eq!(r, 0);
+            data[0].effective &= !(1 << 13); // CAP_NET_RAW
+                                             // SAFETY: as above; capset only reads them. It affects this thread only.
+            let r = unsafe {
+                libc::syscall(
+                    libc::SYS_capset,
+                    std::ptr::from_mut(&mut header),
+                    data.as_ptr(),
+                )
+            };
+            assert_eq!(r, 0);
+            let err = RawTransport::open(&options(Family::V4, None)).unwrap_err();
+            match err {
+                crate::Error::Io { context, source } => {
+                    assert_eq!(context, NEEDS_CAP_NET_RAW);
+                    assert_eq!(source.raw_os_error(), Some(libc::EPERM));
+                }
+                other => panic!("{other}"),
+            }
+        })
+        .join()
+        .unwrap();
+    }
+}

@@ -1,0 +1,964 @@
+//! The UDP transport: Homa packets as UDP payloads (project-local, PROTOCOL.md 8.2).
+//!
+//! - The UDP payload is exactly the Homa packet as it would follow the IP header; the
+//!   Homa port is the UDP port. A packet for `SocketAddr(ip, homa_port)` goes to UDP
+//!   `ip:homa_port`, and the engine finds the peer's Homa port inside the packet.
+//! - One non-blocking socket per transport (AF_INET, or AF_INET6 with IPV6_V6ONLY), bound
+//!   to the unspecified address.
+//! - Every packet carries its priority as an `IP_TOS` / `IPV6_TCLASS` control message
+//!   (`level << 5`).
+//! - Sends are one `sendmmsg` per batch; runs of equal-size small packets to one
+//!   destination with one TOS are merged into UDP GSO sends (`UDP_SEGMENT`), which the
+//!   kernel (or the NIC) cuts back into the same datagrams.
+//!   If the kernel refuses a GSO send (EIO, EINVAL, EOPNOTSUPP: no checksum offload on
+//!   the route, a segment larger than the path MTU, ...), GSO is turned off for this
+//!   transport and the rest goes one packet per datagram.
+//! - Receives are one `recvmmsg` for up to the batch's capacity; datagrams larger than a
+//!   slot are dropped and counted.
+//! - ICMP errors about packets we sent are queued on the socket (`IP_RECVERR` /
+//!   `IPV6_RECVERR`) and turned into [`Unreachable`] reports (PROTOCOL.md 4.6), with the
+//!   original destination (UDP port = Homa port) from the queued entry's address.
+//! - Each ICMP error also sets the socket's pending error, which makes the *next* send or
+//!   receive fail once with its errno (ECONNREFUSED, ...), whatever that call was about.
+//!   So a failed send drains the error queue (keeping the reports for
+//!   `take_unreachable`) and retries the same packet; only an error that persists is
+//!   taken to be about that packet's destination (then the packet is skipped and
+//!   reported, and the rest of the batch still goes). A failed receive likewise drains
+//!   and receives again.
+//!
+//! The pieces shared with the raw transport (ICMP classification, the batched send loop,
+//! the error-queue drain) live here too.
+
+use std::io;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::os::fd::{AsRawFd, OwnedFd, RawFd};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Mutex, MutexGuard, PoisonError};
+use std::time::{Duration, Instant};
+
+use homa_proto::engine::Unreachable;
+
+use super::sys::{self, QueuedError, RecvScratch, SendScratch};
+use super::{Family, RecvBatch, SendBatch, TransportOptions};
+
+/// Bytes of IPv4 header (no options) plus UDP header.
+const V4_OVERHEAD: usize = 20 + 8;
+/// Bytes of IPv6 header (no extensions) plus UDP header.
+const V6_OVERHEAD: usize = 40 + 8;
+/// The loopback MTU (Linux default).
+const LOOPBACK_MTU: usize = 65536;
+/// Largest IPv4 datagram (16-bit total length).
+const IPV4_MAX_TOTAL: usize = 65535;
+/// Largest Homa packet over IPv4 loopback: the IPv4 total-length limit, 65535 − 20 − 8
+/// (the 65536-byte MTU is not the limit here).
+pub(crate) const V4_LOOPBACK_MAX: usize = IPV4_MAX_TOTAL - V4_OVERHEAD;
+/// Largest Homa packet over IPv6 loopback without fragmenting: MTU 65536 − 40 − 8.
+/// (IPv6 could carry 65527 bytes of UDP payload, but only as fragments.)
+pub(crate) const V6_LOOPBACK_MAX: usize = LOOPBACK_MTU - V6_OVERHEAD;
+/// First automatic (client) Homa port.
+pub(crate) const MIN_CLIENT_PORT: u16 = 32768;
+/// How many random client ports to try before giving up.
+const PORT_ATTEMPTS: usize = 256;
+/// Runs of packets at most this long may be merged into one GSO send (bigger packets
+/// gain little: the per-packet cost is already amortised over many bytes).
+const GSO_MAX_SEGMENT: usize = 9000;
+/// Largest total payload of one GSO send (the kernel's limit is just under 64 KiB).
+const GSO_MAX_BYTES: usize = 65000;
+/// How long one wait for send-buffer room may take, and how long a send may go without
+/// progress before giving up.
+const SEND_WAIT: Duration = Duration::from_millis(10);
+const SEND_STALL_LIMIT: Duration = Duration::from_secs(1);
+/// How often a packet whose send failed with a (possibly stale) socket error is retried
+/// before the error is taken to be about that packet.
+const SEND_RETRIES: u32 = 2;
+
+/// Whether `e` is an error about one destination (a pending ICMP report or a routing
+/// failure), which must not stop the rest of a batch.
+pub(crate) fn per_destination(e: &io::Error) -> Option<Unreachable> {
+    match e.raw_os_error()? {
+        libc::ECONNREFUSED => Some(Unreachable::Port),
+        libc::ENOPROTOOPT | libc::EPROTONOSUPPORT => Some(Unreachable::Protocol),
+        libc::EHOSTUNREACH
+        | libc::ENETUNREACH
+        | libc::EHOSTDOWN
+        | libc::ENETDOWN
+        | libc::ENONET
+        | libc::EADDRNOTAVAIL
+        | libc::EPROTO
+        // A firewall rule refusing this destination (netfilter: EPERM).
+        | libc::EPERM
+        | libc::EACCES => Some(Unreachable::Host),
+        _ => None,
+    }
+}
+
+/// What an ICMP report means for Homa (PROTOCOL.md 4.6), from the extended error's origin,
+/// type and code. `None` for reports that are not about reachability (fragmentation
+/// needed / packet too big, time exceeded, local errors).
+pub(crate) fn classify(e: &QueuedError) -> Option<Unreachable> {
+    match (e.origin?, e.icmp_type, e.icmp_code) {
+        // ICMPv4 destination unreachable: port (3), protocol (2), fragmentation needed
+        // (4, a path MTU report), any other code: host.
+        (libc::SO_EE_ORIGIN_ICMP, 3, 3) => Some(Unreachable::Port),
+        (libc::SO_EE_ORIGIN_ICMP, 3, 2) => Some(Unreachable::Protocol),
+        (libc::SO_EE_ORIGIN_ICMP, 3, 4) => None,
+        (libc::SO_EE_ORIGIN_ICMP, 3, _) => Some(Unreachable::Host),
+        // ICMPv6 destination unreachable: port (4), any other code: host.
+        (libc::SO_EE_ORIGIN_ICMP6, 1, 4) => Some(Unreachable::Port),
+        (libc::SO_EE_ORIGIN_ICMP6, 1, _) => Some(Unreachable::Host),
+        // ICMPv6 parameter problem, unrecognised next header: no Homa on that host.
+        (libc::SO_EE_ORIGIN_ICMP6, 4, 1) => Some(Unreachable::Protocol),
+        _ => None,
+    }
+}
+
+/// Locks a mutex, ignoring poisoning (the data are scratch buffers and report lists,
+/// valid whatever a panicking holder left).
+pub(crate) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+/// The unspecified address of a family.
+pub(crate) fn unspecified(family: Family) -> IpAddr {
+    match family {
+        Family::V4 => IpAddr::V4(Ipv4Addr::UNSPECIFIED),
+        Family::V6 => IpAddr::V6(Ipv6Addr::UNSPECIFIED),
+    }
+}
+
+/// A random client port in 32768..=65535.
+pub(crate) fn random_client_port() -> u16 {
+    MIN_CLIENT_PORT + (sys::random_u64() % 32768) as u16
+}
+
+/// The send-side scratch: message headers and, per message, (first packet, count).
+#[derive(Debug)]
+pub(crate) struct SendState {
+    pub(crate) scratch: SendScratch,
+    pub(crate) ranges: Vec<(usize, usize)>,
+}
+
+impl SendState {
+    pub(crate) fn new(capacity: usize) -> Self {
+        SendState {
+            scratch: SendScratch::new(capacity),
+            ranges: Vec::with_capacity(capacity),
+        }
+    }
+}
+
+/// Adds to `out` the reports in `fd`'s error queue (draining it), skipping duplicates.
+/// `port_of` gives the Homa destination port of an entry (`None`: not ours, skip).
+pub(crate) fn drain_error_queue(
+    fd: RawFd,
+    out: &mut Vec<(SocketAddr, Unreachable)>,
+    port_of: impl Fn(&QueuedError) -> Option<u16>,
+) -> io::Result<()> {
+    // Bounded: the queue is limited by the receive buffer, but new errors may keep
+    // arriving while we drain.
+    for _ in 0..4096 {
+        let Some(e) = sys::recv_error(fd)? else {
+            return Ok(());
+        };
+        let (Some(kind), Some(dest), Some(port)) = (classify(&e), e.dest, port_of(&e)) else {
+            continue;
+        };
+        let report = (SocketAddr::new(dest.ip(), port), kind);
+        if out.len() < MAX_PENDING && !out.contains(&report) {
+            out.push(report);
+        }
+    }
+    Ok(())
+}
+
+/// At most this many distinct reports are kept between two `take_unreachable` calls.
+const MAX_PENDING: usize = 1024;
+
+/// Whether a failed send of a GSO message may be the kernel refusing GSO itself (no
+/// UDP GSO on the route, segment larger than the path MTU, ...).
+fn gso_refused(e: &io::Error) -> bool {
+    matches!(
+        e.raw_os_error(),
+        Some(libc::EIO | libc::EINVAL | libc::EOPNOTSUPP)
+    )
+}
+
+/// Sends the messages in `b` (packets `ranges` of `packets`), handling partial sends, a
+/// full send buffer and per-destination errors. Returns `Ok(Some(packet))` when a GSO
+/// message starting at `packet` was refused: the caller turns GSO off and rebuilds.
+/// `drain` moves the socket's error queue to the pending reports.
+pub(crate) fn send_messages(
+    fd: RawFd,
+    b: &mut sys::SendBuilder<'_, '_>,
+    ranges: &[(usize, usize)],
+    packets: &[(SocketAddr, u8, usize, usize)],
+    reports: &mut Vec<(SocketAddr, Unreachable)>,
+    drain: &dyn Fn() -> io::Result<()>,
+) -> io::Result<Option<usize>> {
+    let mut msg = 0;
+    let mut retries = 0;
+    let mut progress = Instant::now();
+    while msg < b.len() {
+        let e = match b.send(fd, msg) {
+            Ok(k) => {
+                msg += k.max(1);
+                retries = 0;
+                progress = Instant::now();
+                continue;
+            }
+            Err(e) => e,
+        };
+        let (first, count) = ranges[msg];
+        if count > 1 && gso_refused(&e) {
+            return Ok(Some(first));
+        }
+        match e.raw_os_error() {
+            Some(libc::EAGAIN) => {
+                if progress.elapsed() > SEND_STALL_LIMIT {
+                    return Err(e);
+                }
+                sys::wait_writable(fd, SEND_WAIT)?;
+            }
+            Some(libc::ENOBUFS) => {
+                // Dropped by a full device queue (reported because of IP_RECVERR): lost
+                // like any packet; the protocol's loss recovery resends it.
+                msg += 1;
+                retries = 0;
+            }
+            _ => {
+                // A pending socket error (an ICMP report about an earlier packet,
+                // possibly to another destination) fails the next send and is then
+                // cleared: fetch the reports and retry the same packet.
+                drain()?;
+                if retries < SEND_RETRIES {
+                    retries += 1;
+                    continue;
+                }
+                let kind = per_destination(&e).ok_or(e)?;
+                let report = (packets[first].0, kind);
+                if !reports.contains(&report) {
+                    reports.push(report);
+                }
+                msg += 1;
+                retries = 0;
+            }
+        }
+    }
+    Ok(None)
+}
+
+/// Groups `packets[start..]` into messages: runs of up to 64 equal-size packets (the last
+/// may be shorter) to one destination with one TOS become one GSO message when `gso`.
+/// Packets of the wrong family are skipped (and reported, if `report`).
+#[allow(clippy::too_many_arguments)]
+fn build<'d>(
+    b: &mut sys::SendBuilder<'_, 'd>,
+    ranges: &mut Vec<(usize, usize)>,
+    family: Family,
+    batch: &'d SendBatch,
+    start: usize,
+    gso: bool,
+    reports: &mut Vec<(SocketAddr, Unreachable)>,
+    report: bool,
+) {
+    let packets = &batch.packets;
+    let mut i = start;
+    while i < packets.len() {
+        let (dest, tos, _, len) = packets[i];
+        if Family::of(dest.ip()) != family {
+            // This socket cannot reach the other family at all.
+            if report && !reports.contains(&(dest, Unreachable::Host)) {
+                reports.push((dest, Unreachable::Host));
+            }
+            i += 1;
+            continue;
+        }
+        let mut n = 1;
+        if gso && len <= GSO_MAX_SEGMENT && len > 0 {
+            let mut total = len;
+            while i + n < packets.len() && n < sys::GSO_MAX_SEGMENTS {
+                let (d, t, _, l) = packets[i + n];
+                if d != dest || t != tos || l > len || l == 0 || total + l > GSO_MAX_BYTES {
+                    break;
+                }
+                total += l;
+                n += 1;
+                if l < len {
+                    // A shorter packet can only end a run.
+                    break;
+                }
+            }
+        }
+        let segment = if n > 1 { u16::try_from(len).ok() } else { None };
+        let parts = packets[i..i + n]
+            .iter()
+            .map(|&(_, _, at, len)| batch.buf.get(at..at + len).unwrap_or(&[]));
+        b.push(family, dest, tos, segment, parts);
+        ranges.push((i, n));
+        i += n;
+    }
+}
+
+/// The UDP transport (see the module docs).
+#[derive(Debug)]
+pub(crate) struct UdpTransport {
+    fd: OwnedFd,
+    family: Family,
+    port: u16,
+    mtu: usize,
+    send: Mutex<SendState>,
+    recv: Mutex<RecvScratch>,
+    /// Reports found while sending or receiving (a pending socket error made the call
+    /// fail, so the error queue was drained), returned by the next `take_unreachable`.
+    pending: Mutex<Vec<(SocketAddr, Unreachable)>>,
+    /// Whether GSO sends are used (turned off for good if the kernel refuses one).
+    gso: AtomicBool,
+    /// Datagrams dropped because they did not fit a receive slot.
+    truncated: AtomicU64,
+}
+
+impl UdpTransport {
+    /// Opens the socket and binds it.
+    ///
+    /// Servers bind `options.port`. Clients need a port in 32768..=65535: Homa keeps
+    /// 1..=32767 for servers (PROTOCOL.md 2.2; the engine treats the two ranges
+    /// differently), and since the Homa port is the UDP port, the UDP port must be in
+    /// the client range. Binding port 0 lets the kernel pick a free port from its
+    /// ephemeral range (`net.ipv4.ip_local_port_range`, 32768..=60999 by default), which
+    /// is fast and collision-free. If the range has been configured lower and the kernel
+    /// picks a port below 32768, the socket is closed and random ports in 32768..=65535
+    /// are tried instead.
+    pub(crate) fn open(options: &TransportOptions) -> Result<Self, crate::Error> {
+        let family = options.family;
+        let fd = match options.port {
+            Some(port) => {
+                if port == 0 || port >= MIN_CLIENT_PORT {
+                    return Err(crate::Error::invalid(
+                        "port",
+                        format!("server port {port} is outside 1..=32767"),
+                    ));
+                }
+                let fd = Self::new_socket(options)?;
+                sys::bind(fd.as_raw_fd(), SocketAddr::new(unspecified(family), port)).map_err(
+                    |e| {
+                        if e.raw_os_error() == Some(libc::EADDRINUSE) {
+                            crate::Error::io(
+                                "binding the Homa server port: the UDP port is already in use \
+                                 (another socket is bound to it)",
+                                e,
+                            )
+                        } else {
+                            crate::Error::io("binding the UDP socket to the Homa server port", e)
+                        }
+                    },
+                )?;
+                fd
+            }
+            None => Self::bind_client(options)?,
+        };
+        let port = sys::local_addr(fd.as_raw_fd())
+            .map_err(|e| crate::Error::io("reading the UDP socket's port", e))?
+            .port();
+        Ok(UdpTransport {
+            fd,
+            family,
+            port,
+            mtu: options.mtu,
+            send: Mutex::new(SendState::new(64)),
+            recv: Mutex::new(RecvScratch::new(64)),
+            pending: Mutex::new(Vec::new()),
+            gso: AtomicBool::new(true),
+            truncated: AtomicU64::new(0),
+        })
+    }
+
+    /// A configured, unbound socket.
+    fn new_socket(options: &TransportOptions) -> Result<OwnedFd, crate::Error> {
+        let context = match options.family {
+            Family::V4 => "opening an IPv4 UDP socket",
+            Family::V6 => "opening an IPv6 UDP socket",
+        };
+        let fd = sys::socket(options.family, libc::SOCK_DGRAM, 0)
+            .map_err(|e| crate::Error::io(context, e))?;
+        let raw = fd.as_raw_fd();
+        match options.family {
+            Family::V4 => sys::set_option(raw, libc::IPPROTO_IP, libc::IP_RECVERR, 1)
+                .map_err(|e| crate::Error::io("enabling IP_RECVERR (ICMP error reports)", e))?,
+            Family::V6 => {
+                sys::set_option(raw, libc::IPPROTO_IPV6, libc::IPV6_V6ONLY, 1)
+                    .map_err(|e| crate::Error::io("setting IPV6_V6ONLY", e))?;
+                sys::set_option(raw, libc::IPPROTO_IPV6, libc::IPV6_RECVERR, 1).map_err(|e| {
+                    crate::Error::io("enabling IPV6_RECVERR (ICMP error reports)", e)
+                })?;
+            }
+        }
+        sys::set_buffer_sizes(raw, options.socket_buffer);
+        Ok(fd)
+    }
+
+    /// A socket bound to a client port (see [`open`](Self::open)).
+    fn bind_client(options: &TransportOptions) -> Result<OwnedFd, crate::Error> {
+        let any = unspecified(options.family);
+        let fd = Self::new_socket(options)?;
+        sys::bind(fd.as_raw_fd(), SocketAddr::new(any, 0))
+            .map_err(|e| crate::Error::io("binding the UDP socket to an automatic port", e))?;
+        let port = sys::local_addr(fd.as_raw_fd())
+            .map_err(|e| crate::Error::io("reading the UDP socket's port", e))?
+            .port();
+        if port >= MIN_CLIENT_PORT {
+            return Ok(fd);
+        }
+        drop(fd);
+        let fd = Self::new_socket(options)?;
+        let mut last = None;
+        for _ in 0..PORT_ATTEMPTS {
+            let port = random_client_port();
+            match sys::bind(fd.as_raw_fd(), SocketAddr::new(any, port)) {
+                Ok(()) => return Ok(fd),
+                Err(e) if e.raw_os_error() == Some(libc::EADDRINUSE) => last = Some(e),
+                Err(e) => {
+                    return Err(crate::Error::io(
+                        "binding the UDP socket to a client port",
+                        e,
+                    ))
+                }
+            }
+        }
+        Err(crate::Error::io(
+            "finding a free UDP port in 32768..=65535 for a Homa client",
+            last.unwrap_or_else(|| io::Error::from_raw_os_error(libc::EADDRINUSE)),
+        ))
+    }
+
+    /// The Homa (= UDP) port.
+    pub(crate) fn local_port(&self) -> u16 {
+        self.port
+    }
+
+    /// Largest Homa packets: non-loopback IPv4 and IPv6 paths (`mtu` minus IP and UDP
+    /// headers) and loopback (65507 over IPv4, 65488 over IPv6).
+    pub(crate) fn max_packets(&self) -> (usize, usize, usize) {
+        let loopback = match self.family {
+            Family::V4 => V4_LOOPBACK_MAX,
+            Family::V6 => V6_LOOPBACK_MAX,
+        };
+        (
+            self.mtu.saturating_sub(V4_OVERHEAD),
+            self.mtu.saturating_sub(V6_OVERHEAD),
+            loopback,
+        )
+    }
+
+    /// Sends the batch: one `sendmmsg` (more if the kernel takes only part of it).
+    pub(crate) fn send(&self, batch: &SendBatch) -> io::Result<Vec<(SocketAddr, Unreachable)>> {
+        let mut reports = Vec::new();
+        let mut guard = lock(&self.send);
+        let st = &mut *guard;
+        let fd = self.fd.as_raw_fd();
+        let drain = || self.drain_to_pending();
+        let mut start = 0;
+        let mut first_build = true;
+        loop {
+            let gso = self.gso.load(Ordering::Relaxed);
+            let mut b = st.scratch.builder();
+            st.ranges.clear();
+            build(
+                &mut b,
+                &mut st.ranges,
+                self.family,
+                batch,
+                start,
+                gso,
+                &mut reports,
+                first_build,
+            );
+            first_build = false;
+            match send_messages(fd, &mut b, &st.ranges, &batch.packets, &mut reports, &drain)? {
+                None => return Ok(reports),
+                Some(refused) => {
+                    // The kernel refused GSO: send the rest one packet per datagram.
+                    self.gso.store(false, Ordering::Relaxed);
+                    start = refused;
+                }
+            }
+        }
+    }
+
+    /// Moves the socket's error queue into the pending reports.
+    fn drain_to_pending(&self) -> io::Result<()> {
+        let mut pending = lock(&self.pending);
+        drain_error_queue(self.fd.as_raw_fd(), &mut pending, |e| {
+            e.dest.map(|d| d.port())
+        })
+    }
+
+    /// Receives what is queued (one `recvmmsg`), without blocking.
+    pub(crate) fn recv(&self, batch: &mut RecvBatch) -> io::Result<usize> {
+        batch.packets.clear();
+        let slot = batch.max_packet;
+        let mut scratch = lock(&self.recv);
+        let mut failures = 0;
+        loop {
+            let n = match scratch.recv(
+                self.fd.as_raw_fd(),
+                &mut batch.buf,
+                slot,
+                batch.capacity,
+                false,
+            ) {
+                Ok(n) => n,
+                Err(e) => {
+                    // A pending socket error (an ICMP report) fails the receive once and
+                    // is cleared: keep the reports for take_unreachable and go on.
+                    self.drain_to_pending()?;
+                    failures += 1;
+                    if failures > 4 {
+                        return Err(e);
+                    }
+                    continue;
+                }
+            };
+            for i in 0..n {
+                let r = scratch.received(i);
+                if r.truncated || r.len > slot {
+                    self.truncated.fetch_add(1, Ordering::Relaxed);
+                    continue;
+                }
+                if let Some(src) = r.source {
+                    batch.packets.push((src.ip(), i * slot, r.len));
+                }
+            }
+            // If everything received was dropped, look again (the queue may hold more).
+            if n == 0 || !batch.packets.is_empty() || failures > 4 {
+                return Ok(batch.packets.len());
+            }
+            failures += 1;
+        }
+    }
+
+    /// Reports of ICMP errors about packets this socket sent (and reports found while
+    /// sending or receiving).
+    pub(crate) fn take_unreachable(&self) -> io::Result<Vec<(SocketAddr, Unreachable)>> {
+        let mut out = std::mem::take(&mut *lock(&self.pending));
+        drain_error_queue(self.fd.as_raw_fd(), &mut out, |e| e.dest.map(|d| d.port()))?;
+        Ok(out)
+    }
+
+    /// The socket's descriptor.
+    pub(crate) fn raw_fd(&self) -> RawFd {
+        self.fd.as_raw_fd()
+    }
+
+    /// How many received datagrams were dropped for not fitting a slot.
+    #[cfg_attr(not(test), allow(dead_code))]
+    pub(crate) fn truncated(&self) -> u64 {
+        self.truncated.load(Ordering::Relaxed)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::transport::sys::test_util::{enable_recv_tos, inject_icmp, recv_with_tos};
+    use crate::transport::TransportKind;
+
+    fn options(family: Family, port: Option<u16>) -> TransportOptions {
+        TransportOptions {
+            kind: TransportKind::Udp,
+            family,
+            port,
+            mtu: 1500,
+            socket_buffer: 4 << 20,
+        }
+    }
+
+    fn loopback(family: Family) -> IpAddr {
+        match family {
+            Family::V4 => IpAddr::V4(Ipv4Addr::LOCALHOST),
+            Family::V6 => IpAddr::V6(Ipv6Addr::LOCALHOST),
+        }
+    }
+
+    fn client(family: Family) -> UdpTransport {
+        UdpTransport::open(&options(family, None)).expect("opening a client transport")
+    }
+
+    /// A server on some free port in 1..=32767.
+    fn server(family: Family) -> UdpTransport {
+        for _ in 0..100 {
+            let port = 10_000 + (sys::random_u64() % 22_000) as u16;
+            if let Ok(t) = UdpTransport::open(&options(family, Some(port))) {
+                return t;
+            }
+        }
+        panic!("no free server port");
+    }
+
+    /// A packet of `len` bytes whose content identifies it.
+    fn packet(id: u8, len: usize) -> Vec<u8> {
+        (0..len)
+            .map(|i| (i as u8).wrapping_mul(31).wrapping_add(id))
+            .collect()
+    }
+
+    /// Receives until `count` datagrams have arrived (waiting with a timeout).
+    fn receive(t: &UdpTransport, max_packet: usize, count: usize) -> Vec<(IpAddr, Vec<u8>)> {
+        let mut batch = RecvBatch::new(max_packet, 8);
+        let mut got = Vec::new();
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while got.len() < count {
+            let left = deadline.saturating_duration_since(Instant::now());
+            assert!(!left.is_zero(), "received only {} of {count}", got.len());
+            sys::wait_readable(t.raw_fd(), -1, Some(left)).unwrap();
+            let n = t.recv(&mut batch).unwrap();
+            assert_eq!(n, batch.packets.len());
+            got.extend(batch.iter().map(|(from, p)| (from, p.to_vec())));
+        }
+        got
+    }
+
+    /// Sends `packets` (TOS, bytes) from `from` to `to` in one batch.
+    fn send(
+        from: &UdpTransport,
+        to: SocketAddr,
+        packets: &[(u8, Vec<u8>)],
+    ) -> io::Result<Vec<(SocketAddr, Unreachable)>> {
+        let max = packets.iter().map(|p| p.1.len()).max().unwrap_or(1);
+        let mut batch = SendBatch::new(max, packets.len());
+        for (tos, bytes) in packets {
+            batch.next_buf()[..bytes.len()].copy_from_slice(bytes);
+            batch.commit(to, *tos, bytes.len());
+        }
+        from.send(&batch)
+    }
+
+    fn roundtrip(family: Family) {
+        let server = server(family);
+        let client = client(family);
+        let loopback_max = client.max_packets().2;
+        let to = SocketAddr::new(loopback(family), server.local_port());
+        let sizes = [
+            28,
+            1,
+            100,
+            1000,
+            1000,
+            1000,
+            999,
+            1472,
+            9000,
+            30_000,
+            loopback_max,
+        ];
+        let packets: Vec<(u8, Vec<u8>)> = sizes
+            .iter()
+            .enumerate()
+            .map(|(i, &len)| (((i % 8) as u8) << 5, packet(i as u8, len)))
+            .collect();
+        assert!(send(&client, to, &packets).unwrap().is_empty());
+        let got = receive(&server, loopback_max, packets.len());
+        let mut got_bytes: Vec<Vec<u8>> = got.iter().map(|g| g.1.clone()).collect();
+        let mut sent: Vec<Vec<u8>> = packets.into_iter().map(|p| p.1).collect();
+        got_bytes.sort();
+        sent.sort();
+        assert_eq!(got_bytes, sent);
+        assert!(got.iter().all(|g| g.0 == loopback(family)));
+        assert_eq!(server.truncated(), 0);
+    }
+
+    #[test]
+    fn udp_v4_batch_roundtrip() {
+        roundtrip(Family::V4);
+    }
+
+    #[test]
+    fn udp_v6_batch_roundtrip() {
+        roundtrip(Family::V6);
+    }
+
+    fn tos_is_set(family: Family) {
+        let server = server(family);
+        let client = client(family);
+        enable_recv_tos(server.raw_fd(), family);
+        let to = SocketAddr::new(loopback(family), server.local_port());
+        let packets: Vec<(u8, Vec<u8>)> = (0..8u8)
+            .map(|level| (level << 5, packet(level, 40)))
+            .collect();
+        assert!(send(&client, to, &packets).unwrap().is_empty());
+        let mut seen = Vec::new();
+        let mut buf = vec![0; 100];
+        while seen.len() < 8 {
+            sys::wait_readable(server.raw_fd(), -1, Some(Duration::from_secs(5))).unwrap();
+            let (len, from, tos) = recv_with_tos(server.raw_fd(), &mut buf).unwrap();
+            assert_eq!(len, 40);
+            assert_eq!(from.unwrap().port(), client.local_port());
+            // The content says which level it was sent with.
+            let level = packets.iter().position(|p| p.1 == buf[..len]).unwrap() as u8;
+            assert_eq!(tos, Some(level << 5), "level {level}");
+            seen.push(level);
+        }
+    }
+
+    #[test]
+    fn udp_v4_tos_is_set_per_packet() {
+        tos_is_set(Family::V4);
+    }
+
+    #[test]
+    fn udp_v6_traffic_class_is_set_per_packet() {
+        tos_is_set(Family::V6);
+    }
+
+    #[test]
+    fn udp_client_ports_are_automatic_ports() {
+        for family in [Family::V4, Family::V6] {
+            let a = client(family);
+            let b = client(family);
+            assert!(a.local_port() >= MIN_CLIENT_PORT);
+            assert!(b.local_port() >= MIN_CLIENT_PORT);
+            assert_ne!(a.local_port(), b.local_port());
+        }
+    }
+
+    #[test]
+    fn udp_server_port_taken_twice_fails_clearly() {
+        for family in [Family::V4, Family::V6] {
+            let a = server(family);
+            let err = UdpTransport::open(&options(family, Some(a.local_port()))).unwrap_err();
+            let text = err.to_string();
+            assert!(text.contains("already in use"), "{text}");
+            let err = UdpTransport::open(&options(family, Some(40_000))).unwrap_err();
+            assert!(err.to_string().contains("1..=32767"), "{err}");
+        }
+    }
+
+    #[test]
+    fn udp_buffers_are_sized() {
+        let t = client(Family::V4);
+        let rcv = sys::get_option(t.raw_fd(), libc::SOL_SOCKET, libc::SO_RCVBUF).unwrap();
+        // The kernel reports double the size asked for (root: SO_RCVBUFFORCE works).
+        assert!(rcv as usize >= 4 << 20, "SO_RCVBUF = {rcv}");
+    }
+
+    /// A UDP port nobody listens on (bound and closed again).
+    fn dead_port(family: Family) -> SocketAddr {
+        let t = client(family);
+        SocketAddr::new(loopback(family), t.local_port())
+    }
+
+    /// Waits until `t` has reports (via wait + take_unreachable) or 5 s pass.
+    fn wait_reports(
+        t: &UdpTransport,
+        mut reports: Vec<(SocketAddr, Unreachable)>,
+    ) -> Vec<(SocketAddr, Unreachable)> {
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while reports.is_empty() && Instant::now() < deadline {
+            let left = deadline.saturating_duration_since(Instant::now());
+            sys::wait_readable(t.raw_fd(), -1, Some(left)).unwrap();
+            reports.extend(t.take_unreachable().unwrap());
+        }
+        reports
+    }
+
+    fn port_unreachable(family: Family) {
+        let client = client(family);
+        let dead = dead_port(family);
+        let sent = send(&client, dead, &[(0xE0, packet(1, 100))]).unwrap();
+        let reports = wait_reports(&client, sent);
+        assert_eq!(reports, vec![(dead, Unreachable::Port)]);
+        assert!(client.take_unreachable().unwrap().is_empty());
+    }
+
+    #[test]
+    fn udp_v4_port_unreachable_is_reported() {
+        port_unreachable(Family::V4);
+    }
+
+    #[test]
+    fn udp_v6_port_unreachable_is_reported() {
+        port_unreachable(Family::V6);
+    }
+
+    /// An ICMP report pending on the socket fails the next send or receive once; it must
+    /// be blamed on the right destination and must not lose packets to other ones.
+    fn pending_error_not_blamed_on_others(family: Family) {
+        let client = client(family);
+        let server = server(family);
+        let dead = dead_port(family);
+        let live = SocketAddr::new(loopback(family), server.local_port());
+        let mut reports = Vec::new();
+        for round in 0..5u8 {
+            reports.extend(send(&client, dead, &[(0, packet(round, 50))]).unwrap());
+            // Let the ICMP error arrive (a blocking wait, not a sleep).
+            sys::wait_readable(client.raw_fd(), -1, Some(Duration::from_secs(5))).unwrap();
+            let mut batch = RecvBatch::new(100, 4);
+            if round % 2 == 1 {
+                // The receive meets the pending error: it keeps the report for later.
+                assert_eq!(client.recv(&mut batch).unwrap(), 0);
+            }
+            // Otherwise the send does: it must retry, not blame `live`.
+            reports.extend(send(&client, live, &[(0, packet(round, 60))]).unwrap());
+            let got = receive(&server, 100, 1);
+            assert_eq!(got[0].1, packet(round, 60));
+            assert_eq!(client.recv(&mut batch).unwrap(), 0);
+        }
+        reports.extend(client.take_unreachable().unwrap());
+        assert!(!reports.is_empty());
+        assert!(
+            reports.iter().all(|r| *r == (dead, Unreachable::Port)),
+            "{reports:?}"
+        );
+    }
+
+    #[test]
+    fn udp_v4_pending_error_is_not_blamed_on_other_destinations() {
+        pending_error_not_blamed_on_others(Family::V4);
+    }
+
+    #[test]
+    fn udp_v6_pending_error_is_not_blamed_on_other_destinations() {
+        pending_error_not_blamed_on_others(Family::V6);
+    }
+
+    /// ICMP host and protocol unreachable (forged on loopback with a raw ICMP socket,
+    /// quoting a packet this transport sent) become Host and Protocol reports.
+    fn icmp_kinds(family: Family) {
+        let client = client(family);
+        let dest = SocketAddr::new(loopback(family), 4321);
+        let cases: &[(u8, u8, Unreachable)] = match family {
+            Family::V4 => &[
+                (3, 1, Unreachable::Host),
+                (3, 2, Unreachable::Protocol),
+                (3, 13, Unreachable::Host),
+            ],
+            Family::V6 => &[
+                (1, 3, Unreachable::Host),
+                (1, 0, Unreachable::Host),
+                (4, 1, Unreachable::Protocol),
+            ],
+        };
+        for &(ty, code, kind) in cases {
+            let udp = [
+                (client.local_port() >> 8) as u8,
+                client.local_port() as u8,
+                (dest.port() >> 8) as u8,
+                dest.port() as u8,
+                0,
+                16,
+                0,
+                0,
+            ];
+            inject_icmp(family, ty, code, libc::IPPROTO_UDP as u8, &udp);
+            let reports = wait_reports(&client, Vec::new());
+            assert_eq!(reports, vec![(dest, kind)], "ICMP type {ty} code {code}");
+        }
+    }
+
+    #[test]
+    fn udp_v4_icmp_kinds_are_mapped() {
+        icmp_kinds(Family::V4);
+    }
+
+    #[test]
+    fn udp_v6_icmp_kinds_are_mapped() {
+        icmp_kinds(Family::V6);
+    }
+
+    #[test]
+    fn udp_oversize_datagrams_are_dropped_and_counted() {
+        for family in [Family::V4, Family::V6] {
+            let server = server(family);
+            let client = client(family);
+            let to = SocketAddr::new(loopback(family), server.local_port());
+            let packets = [(0, packet(1, 200)), (0, packet(2, 50)), (0, packet(3, 100))];
+            assert!(send(&client, to, &packets).unwrap().is_empty());
+            let got = receive(&server, 100, 2);
+            assert_eq!(got.len(), 2);
+            assert_eq!(got[0].1, packet(2, 50));
+            assert_eq!(got[1].1, packet(3, 100));
+            assert_eq!(server.truncated(), 1);
+        }
+    }
+
+    /// The loopback maxima are exact: one byte more does not fit an unfragmented packet.
+    #[test]
+    fn udp_loopback_maxima_are_exact() {
+        for family in [Family::V4, Family::V6] {
+            let server = server(family);
+            let client = client(family);
+            if family == Family::V6 {
+                // Without this, IPv6 would send larger datagrams as fragments.
+                sys::set_option(client.raw_fd(), libc::IPPROTO_IPV6, libc::IPV6_DONTFRAG, 1)
+                    .unwrap();
+            }
+            let max = client.max_packets().2;
+            let to = SocketAddr::new(loopback(family), server.local_port());
+            send(&client, to, &[(0, packet(1, max))]).unwrap();
+            assert_eq!(receive(&server, max, 1)[0].1.len(), max);
+            let err = send(&client, to, &[(0, packet(1, max + 1))]).unwrap_err();
+            assert_eq!(err.raw_os_error(), Some(libc::EMSGSIZE), "{family:?}");
+        }
+        assert_eq!(V4_LOOPBACK_MAX, 65507);
+        assert_eq!(V6_LOOPBACK_MAX, 65488);
+    }
+
+    #[test]
+    fn udp_gso_runs_arrive_as_separate_datagrams() {
+        for family in [Family::V4, Family::V6] {
+            let server = server(family);
+            let client = client(family);
+            let to = SocketAddr::new(loopback(family), server.local_port());
+            let mut packets: Vec<(u8, Vec<u8>)> =
+                (0..70u8).map(|i| (0x40, packet(i, 1200))).collect();
+            packets.push((0x40, packet(200, 300)));
+            packets.push((0x60, packet(201, 1200)));
+            assert!(send(&client, to, &packets).unwrap().is_empty());
+            assert!(client.gso.load(Ordering::Relaxed), "the kernel refused GSO");
+            let got = receive(&server, 2000, packets.len());
+            let got: Vec<Vec<u8>> = got.into_iter().map(|g| g.1).collect();
+            let sent: Vec<Vec<u8>> = packets.into_iter().map(|p| p.1).collect();
+            assert_eq!(got, sent);
+        }
+    }
+
+    #[test]
+    fn udp_wrong_family_destination_is_reported_not_sent() {
+        let client = client(Family::V4);
+        let server = server(Family::V4);
+        let v6: SocketAddr = "[::1]:1000".parse().unwrap();
+        let live = SocketAddr::new(loopback(Family::V4), server.local_port());
+        let mut batch = SendBatch::new(100, 2);
+        batch.commit(v6, 0, 50);
+        batch.commit(live, 0, 60);
+        assert_eq!(client.send(&batch).unwrap(), vec![(v6, Unreachable::Host)]);
+        assert_eq!(receive(&server, 100, 1)[0].1.len(), 60);
+    }
+
+    #[test]
+    fn icmp_classification() {
+        let e = |origin, ty, code| QueuedError {
+            dest: None,
+            errno: 0,
+            origin: Some(origin),
+            icmp_type: ty,
+            icmp_code: code,
+            quoted: [0; 8],
+            quoted_len: 0,
+        };
+        use libc::{SO_EE_ORIGIN_ICMP as V4, SO_EE_ORIGIN_ICMP6 as V6};
+        assert_eq!(classify(&e(V4, 3, 3)), Some(Unreachable::Port));
+        assert_eq!(classify(&e(V4, 3, 2)), Some(Unreachable::Protocol));
+        assert_eq!(classify(&e(V4, 3, 1)), Some(Unreachable::Host));
+        assert_eq!(classify(&e(V4, 3, 0)), Some(Unreachable::Host));
+        assert_eq!(classify(&e(V4, 3, 4)), None);
+        assert_eq!(classify(&e(V4, 11, 0)), None);
+        assert_eq!(classify(&e(V6, 1, 4)), Some(Unreachable::Port));
+        assert_eq!(classify(&e(V6, 1, 3)), Some(Unreachable::Host));
+        assert_eq!(classify(&e(V6, 4, 1)), Some(Unreachable::Protocol));
+        assert_eq!(classify(&e(V6, 2, 0)), None);
+        assert_eq!(classify(&e(libc::SO_EE_ORIGIN_LOCAL, 0, 0)), None);
+        let mut none = e(V4, 3, 3);
+        none.origin = None;
+        assert_eq!(classify(&none), None);
+    }
+}
