@@ -112,6 +112,9 @@ pub struct EngineOptions {
     /// Largest Homa packet sent to loopback peers (127.0.0.0/8, ::1), whose MTU is
     /// usually 65536; `None` = the same as other peers of the family.
     pub max_packet_loopback: Option<usize>,
+    /// Whether packets to loopback peers go through the pacer. They never reach a NIC,
+    /// so by default (false) they are neither deferred nor counted in the NIC backlog.
+    pub pace_loopback: bool,
 }
 
 impl EngineOptions {
@@ -124,6 +127,7 @@ impl EngineOptions {
             max_packet_v4: DEFAULT_MAX_PACKET_V4,
             max_packet_v6: DEFAULT_MAX_PACKET_V6,
             max_packet_loopback: None,
+            pace_loopback: false,
         }
     }
 
@@ -1495,6 +1499,11 @@ impl<R: Region> Engine<R> {
         self.emit_new_data(now, buf)
     }
 
+    /// Whether packets to `dest` pass through a NIC the pacer models.
+    fn paced(&self, dest: IpAddr) -> bool {
+        self.options.pace_loopback || !dest.is_loopback()
+    }
+
     fn sent(
         &mut self,
         now: Time,
@@ -1503,7 +1512,9 @@ impl<R: Region> Engine<R> {
         priority: u8,
         ty: PacketType,
     ) -> Transmit {
-        self.pacer.record(now, len, ip_header_len(to.ip()));
+        if self.paced(to.ip()) {
+            self.pacer.record(now, len, ip_header_len(to.ip()));
+        }
         self.stats.packets_sent += 1;
         self.stats.sent_by_type[usize::from(ty.code() - 0x10)] += 1;
         Transmit {
@@ -1546,7 +1557,8 @@ impl<R: Region> Engine<R> {
 
     fn emit_new_data(&mut self, now: Time, buf: &mut [u8]) -> Option<Transmit> {
         let &(remaining, _, mut key) = self.sendable.first()?;
-        if remaining > self.config.defer_min_bytes() {
+        let dest = self.rpcs.get(key)?.peer.ip();
+        if remaining > self.config.defer_min_bytes() && self.paced(dest) {
             if !self.pacer.may_send(now) {
                 return None;
             }

@@ -298,6 +298,24 @@ impl Socket {
         self.send_request_vectored(dest, &[IoSlice::new(message)], cookie)
     }
 
+    /// [`send_request`](Self::send_request) without waiting: [`Error::WouldBlock`] if the
+    /// transmit buffer (`wmem_max` bytes of unfinished outgoing messages) has no room.
+    /// An application that sends without ever receiving can fill its receive region with
+    /// responses and stall its own requests; this call lets it notice instead of waiting.
+    pub fn try_send_request(
+        &self,
+        dest: SocketAddr,
+        message: &[u8],
+        cookie: u64,
+    ) -> Result<u64, Error> {
+        self.check_family(dest)?;
+        let bytes = gather(&[IoSlice::new(message)])?;
+        let call = move |e: &mut Engine<RegionWriter>, now, b| e.send_request(now, dest, b, cookie);
+        self.inner
+            .try_send(&call, bytes)?
+            .map_err(|_| Error::WouldBlock)
+    }
+
     /// [`send_request`](Self::send_request) with the message given as several slices.
     pub fn send_request_vectored(
         &self,

@@ -305,3 +305,21 @@ fn malformed_datagrams_to_a_busy_server_are_counted_and_dropped() {
         server.stop();
     }
 }
+
+#[test]
+fn a_full_transmit_buffer_makes_try_send_request_would_block() {
+    let protocol = homa_proto::Config::builder()
+        .wmem_max(100_000)
+        .build()
+        .unwrap();
+    // A live server that never answers keeps the first request unfinished.
+    let server = Socket::bind(port(21800), config(TransportKind::Udp, false)).unwrap();
+    let client = Socket::new(config(TransportKind::Udp, false).protocol(protocol)).unwrap();
+    client
+        .try_send_request(server.loopback_addr(), &[1; 90_000], 0)
+        .unwrap();
+    assert!(matches!(
+        client.try_send_request(server.loopback_addr(), &[1; 20_000], 0),
+        Err(Error::WouldBlock)
+    ));
+}
