@@ -368,6 +368,34 @@ impl Socket {
         self.inner.recv(&self.inner, want, None, true)
     }
 
+    /// The seed's `recvmsg` in one call: first hands back the bpages in `release`
+    /// (offsets kept with [`Message::into_bpages`]), then waits for a message (at most
+    /// `timeout`, or forever if `None`).
+    ///
+    /// ```
+    /// use homa_socket::{Socket, SocketConfig, Want};
+    /// let server = Socket::bind(5993, SocketConfig::default()).unwrap();
+    /// let client = Socket::new(SocketConfig::default()).unwrap();
+    /// client.send_request(server.loopback_addr(), b"one", 0).unwrap();
+    /// client.send_request(server.loopback_addr(), b"two", 0).unwrap();
+    /// let first = server.recv(Want::Requests).unwrap();
+    /// let kept = first.into_bpages(); // zero-copy user: keep the offsets
+    /// let second = server.recv_releasing(Want::Requests, None, &kept).unwrap();
+    /// assert_eq!(second.to_vec(), b"two");
+    /// ```
+    pub fn recv_releasing(
+        &self,
+        want: Want,
+        timeout: Option<Duration>,
+        release: &[u32],
+    ) -> Result<Message, Error> {
+        self.release_bpages(release)?;
+        match timeout {
+            Some(t) => self.recv_timeout(want, t),
+            None => self.recv(want),
+        }
+    }
+
     /// Gives back bpages kept with [`Message::into_bpages`] (the seed's zero-copy
     /// hand-back: `bpage_offsets` passed to a later `recvmsg`). As in the kernel, tokens
     /// before an invalid one are already released when the error is returned.
