@@ -50,10 +50,10 @@ pub(crate) struct SimArgs {
     /// With --sweep, run every load even after one is not sustained.
     #[arg(long)]
     sweep_all: bool,
-    /// Measurement window, simulated [default: per workload: w1, w2 5ms; w3 20ms; w4 100ms; w5 200ms].
+    /// Measurement window, simulated [default: per workload: w1, w2 5ms; w3 50ms; w4 100ms; w5 200ms].
     #[arg(long, value_name = "DURATION")]
     duration: Option<String>,
-    /// Warm-up before the window, excluded from statistics [default: duration / 10].
+    /// Warm-up before the window, excluded from statistics [default: the duration].
     #[arg(long, value_name = "DURATION")]
     warmup: Option<String>,
     /// Longest wait after the window for its messages to complete (arrivals go on) [default: duration].

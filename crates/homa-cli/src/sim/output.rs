@@ -72,8 +72,8 @@ pub(crate) fn sweep_summary(
     max: impl Fn(&[(f64, bool)]) -> Option<f64>,
 ) -> String {
     let mut out = String::from(
-        "sweep: highest load sustained (delivered/offered >= 0.95, backlog growth over the \
-         window's second half <= 5 % of its offered bytes, every window message delivered):\n",
+        "sweep: highest load sustained (over the window's second half: delivered/offered >= 0.95 \
+         and backlog trend <= 5 % of the offered bytes; see homa_sim::datacenter::Sustain):\n",
     );
     for (w, verdicts) in sweeps {
         let list: Vec<String> = verdicts

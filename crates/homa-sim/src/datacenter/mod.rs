@@ -46,7 +46,8 @@
 //!   one small packet back, and tells the sender when to issue a split message's next
 //!   piece. Not answering would leave every RPC alive forever (the client would keep
 //!   asking for a response and the server keep answering BUSY).
-//! * **Measurement**: after a warm-up (a tenth of the window by default), messages
+//! * **Measurement**: after a warm-up (as long as the window by default, since the
+//!   backlog of heavy-tailed workloads takes ~100 ms to settle), messages
 //!   created during the measurement window are measured. After the window, arrivals go
 //!   on until every measured message is delivered (at most the drain limit), so late
 //!   messages still see the offered load.
