@@ -37,7 +37,9 @@ use homa_proto::engine::Unreachable;
 use homa_proto::wire::{fill_checksum, IPPROTO_HOMA};
 
 use super::sys::{self, QueuedError, RecvScratch, IPV4_HEADER_LEN};
-use super::udp::{drain_error_queue, lock, per_destination, random_client_port, send_messages};
+use super::udp::{
+    bind_random_client_port, drain_error_queue, lock, per_destination, send_messages,
+};
 use super::udp::{SendState, MIN_CLIENT_PORT};
 use super::{Family, RecvBatch, SendBatch, TransportOptions};
 
@@ -49,8 +51,6 @@ const LOOPBACK_MTU: usize = 65536;
 pub(crate) const V4_LOOPBACK_MAX: usize = IP_MAX - 20;
 /// Largest Homa packet over IPv6 loopback without fragmenting: MTU 65536 − 40.
 pub(crate) const V6_LOOPBACK_MAX: usize = LOOPBACK_MTU - 40;
-/// How many random client ports to try.
-const PORT_ATTEMPTS: usize = 256;
 /// Source addresses are looked up again after this long (routes change).
 const SOURCE_TTL: Duration = Duration::from_secs(10);
 /// At most this many destinations' source addresses are cached.
@@ -156,24 +156,11 @@ impl RawTransport {
     /// Reserves a random free client port. With a few thousand clients on a host the
     /// first try almost always succeeds; a collision just means another try.
     fn reserve_client_port() -> Result<(u16, OwnedFd), crate::Error> {
-        let mut last = None;
-        for _ in 0..PORT_ATTEMPTS {
-            let port = random_client_port();
-            match sys::bind_abstract(reservation_name(port).as_bytes()) {
-                Ok(r) => return Ok((port, r)),
-                Err(e) if e.raw_os_error() == Some(libc::EADDRINUSE) => last = Some(e),
-                Err(e) => {
-                    return Err(crate::Error::io(
-                        "reserving the Homa port (abstract Unix socket)",
-                        e,
-                    ))
-                }
-            }
-        }
-        Err(crate::Error::io(
+        bind_random_client_port(
+            "reserving the Homa port (abstract Unix socket)",
             "finding a free Homa client port in 32768..=65535 for a raw-IP socket",
-            last.unwrap_or_else(|| io::Error::from_raw_os_error(libc::EADDRINUSE)),
-        ))
+            |port| sys::bind_abstract(reservation_name(port).as_bytes()),
+        )
     }
 
     /// The Homa port.

@@ -57,8 +57,6 @@ pub(crate) const V4_LOOPBACK_MAX: usize = IPV4_MAX_TOTAL - V4_OVERHEAD;
 pub(crate) const V6_LOOPBACK_MAX: usize = LOOPBACK_MTU - V6_OVERHEAD;
 /// First automatic (client) Homa port.
 pub(crate) const MIN_CLIENT_PORT: u16 = 32768;
-/// How many random client ports to try before giving up.
-const PORT_ATTEMPTS: usize = 256;
 /// Runs of packets at most this long may be merged into one GSO send (bigger packets
 /// gain little: the per-packet cost is already amortised over many bytes).
 const GSO_MAX_SEGMENT: usize = 9000;
@@ -126,9 +124,30 @@ pub(crate) fn unspecified(family: Family) -> IpAddr {
     }
 }
 
-/// A random client port in 32768..=65535.
-pub(crate) fn random_client_port() -> u16 {
-    MIN_CLIENT_PORT + (sys::random_u64() % 32768) as u16
+/// How many random client ports to try before giving up.
+const PORT_ATTEMPTS: usize = 256;
+
+/// Tries `bind` on random client ports in 32768..=65535 until one is free (EADDRINUSE
+/// means: try another); returns the port and what `bind` gave. `what` names a failed
+/// attempt and `exhausted` the case where every try collided. Shared by both transports.
+pub(crate) fn bind_random_client_port<T>(
+    what: &'static str,
+    exhausted: &'static str,
+    mut bind: impl FnMut(u16) -> io::Result<T>,
+) -> Result<(u16, T), crate::Error> {
+    let mut last = None;
+    for _ in 0..PORT_ATTEMPTS {
+        let port = MIN_CLIENT_PORT + (sys::random_u64() % 32768) as u16;
+        match bind(port) {
+            Ok(v) => return Ok((port, v)),
+            Err(e) if e.raw_os_error() == Some(libc::EADDRINUSE) => last = Some(e),
+            Err(e) => return Err(crate::Error::io(what, e)),
+        }
+    }
+    Err(crate::Error::io(
+        exhausted,
+        last.unwrap_or_else(|| io::Error::from_raw_os_error(libc::EADDRINUSE)),
+    ))
 }
 
 /// The send-side scratch: message headers and, per message, (first packet, count).
@@ -410,24 +429,12 @@ impl UdpTransport {
         }
         drop(fd);
         let fd = Self::new_socket(options)?;
-        let mut last = None;
-        for _ in 0..PORT_ATTEMPTS {
-            let port = random_client_port();
-            match sys::bind(fd.as_raw_fd(), SocketAddr::new(any, port)) {
-                Ok(()) => return Ok(fd),
-                Err(e) if e.raw_os_error() == Some(libc::EADDRINUSE) => last = Some(e),
-                Err(e) => {
-                    return Err(crate::Error::io(
-                        "binding the UDP socket to a client port",
-                        e,
-                    ))
-                }
-            }
-        }
-        Err(crate::Error::io(
+        bind_random_client_port(
+            "binding the UDP socket to a client port",
             "finding a free UDP port in 32768..=65535 for a Homa client",
-            last.unwrap_or_else(|| io::Error::from_raw_os_error(libc::EADDRINUSE)),
-        ))
+            |port| sys::bind(fd.as_raw_fd(), SocketAddr::new(any, port)),
+        )?;
+        Ok(fd)
     }
 
     /// The Homa (= UDP) port.
