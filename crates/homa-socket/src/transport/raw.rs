@@ -40,7 +40,7 @@ use super::sys::{self, QueuedError, RecvScratch, IPV4_HEADER_LEN};
 use super::udp::{
     bind_random_client_port, drain_error_queue, lock, per_destination, send_messages,
 };
-use super::udp::{SendState, MIN_CLIENT_PORT};
+use super::udp::{recv_batch, SendState, MIN_CLIENT_PORT};
 use super::{Family, RecvBatch, SendBatch, TransportOptions};
 
 /// Largest IP datagram expressible in IPv4's total length / IPv6's payload length.
@@ -286,35 +286,20 @@ impl RawTransport {
 
     /// Receives what is queued (one `recvmmsg`), without blocking.
     pub(crate) fn recv(&self, batch: &mut RecvBatch) -> io::Result<usize> {
-        batch.packets.clear();
         let slot = batch.max_packet;
         let prefix = self.family == Family::V4;
         let mut scratch = lock(&self.recv);
-        let mut failures = 0;
-        loop {
-            let n = match scratch.recv(
-                self.fd.as_raw_fd(),
-                &mut batch.buf,
-                slot,
-                batch.capacity,
-                prefix,
-            ) {
-                Ok(n) => n,
-                Err(e) => {
-                    // A pending socket error (an ICMP report) fails the receive once.
-                    self.drain_to_pending()?;
-                    failures += 1;
-                    if failures > 4 {
-                        return Err(e);
-                    }
-                    continue;
-                }
-            };
-            for i in 0..n {
+        recv_batch(
+            &mut scratch,
+            self.fd.as_raw_fd(),
+            batch,
+            prefix,
+            || self.drain_to_pending(),
+            |scratch, i| {
                 let r = scratch.received(i);
                 if r.truncated {
                     self.truncated.fetch_add(1, Ordering::Relaxed);
-                    continue;
+                    return None;
                 }
                 let found = if prefix {
                     ipv4_payload(scratch.prefix(i), r.len, slot)
@@ -325,18 +310,12 @@ impl RawTransport {
                         _ => None,
                     }
                 };
-                match found {
-                    Some(p) => batch.packets.push(p),
-                    None => {
-                        self.malformed.fetch_add(1, Ordering::Relaxed);
-                    }
+                if found.is_none() {
+                    self.malformed.fetch_add(1, Ordering::Relaxed);
                 }
-            }
-            if n == 0 || !batch.packets.is_empty() || failures > 4 {
-                return Ok(batch.packets.len());
-            }
-            failures += 1;
-        }
+                found
+            },
+        )
     }
 
     /// Reports of ICMP errors about packets this socket sent.

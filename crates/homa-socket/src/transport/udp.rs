@@ -124,6 +124,52 @@ pub(crate) fn unspecified(family: Family) -> IpAddr {
     }
 }
 
+/// Receives one batch into `batch` without blocking; shared by both transports.
+///
+/// A pending socket error (an ICMP report) fails a receive once: `drain` moves the reports
+/// aside and the receive is tried again (at most four times). `classify` turns datagram
+/// `i` into (source, start, length) or drops it (counting why). If every datagram of a
+/// batch was dropped, the queue is read again, since it may hold more.
+pub(crate) fn recv_batch(
+    scratch: &mut RecvScratch,
+    fd: RawFd,
+    batch: &mut RecvBatch,
+    ipv4_prefix: bool,
+    mut drain: impl FnMut() -> io::Result<()>,
+    mut classify: impl FnMut(&RecvScratch, usize) -> Option<(IpAddr, usize, usize)>,
+) -> io::Result<usize> {
+    batch.packets.clear();
+    let mut failures = 0;
+    loop {
+        let n = match scratch.recv(
+            fd,
+            &mut batch.buf,
+            batch.max_packet,
+            batch.capacity,
+            ipv4_prefix,
+        ) {
+            Ok(n) => n,
+            Err(e) => {
+                drain()?;
+                failures += 1;
+                if failures > 4 {
+                    return Err(e);
+                }
+                continue;
+            }
+        };
+        for i in 0..n {
+            if let Some(packet) = classify(scratch, i) {
+                batch.packets.push(packet);
+            }
+        }
+        if n == 0 || !batch.packets.is_empty() || failures > 4 {
+            return Ok(batch.packets.len());
+        }
+        failures += 1;
+    }
+}
+
 /// How many random client ports to try before giving up.
 const PORT_ATTEMPTS: usize = 256;
 
@@ -501,46 +547,23 @@ impl UdpTransport {
 
     /// Receives what is queued (one `recvmmsg`), without blocking.
     pub(crate) fn recv(&self, batch: &mut RecvBatch) -> io::Result<usize> {
-        batch.packets.clear();
         let slot = batch.max_packet;
         let mut scratch = lock(&self.recv);
-        let mut failures = 0;
-        loop {
-            let n = match scratch.recv(
-                self.fd.as_raw_fd(),
-                &mut batch.buf,
-                slot,
-                batch.capacity,
-                false,
-            ) {
-                Ok(n) => n,
-                Err(e) => {
-                    // A pending socket error (an ICMP report) fails the receive once and
-                    // is cleared: keep the reports for take_unreachable and go on.
-                    self.drain_to_pending()?;
-                    failures += 1;
-                    if failures > 4 {
-                        return Err(e);
-                    }
-                    continue;
-                }
-            };
-            for i in 0..n {
+        recv_batch(
+            &mut scratch,
+            self.fd.as_raw_fd(),
+            batch,
+            false,
+            || self.drain_to_pending(),
+            |scratch, i| {
                 let r = scratch.received(i);
                 if r.truncated || r.len > slot {
                     self.truncated.fetch_add(1, Ordering::Relaxed);
-                    continue;
+                    return None;
                 }
-                if let Some(src) = r.source {
-                    batch.packets.push((src.ip(), i * slot, r.len));
-                }
-            }
-            // If everything received was dropped, look again (the queue may hold more).
-            if n == 0 || !batch.packets.is_empty() || failures > 4 {
-                return Ok(batch.packets.len());
-            }
-            failures += 1;
-        }
+                r.source.map(|src| (src.ip(), i * slot, r.len))
+            },
+        )
     }
 
     /// Reports of ICMP errors about packets this socket sent (and reports found while
