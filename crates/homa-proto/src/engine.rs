@@ -73,6 +73,7 @@ use crate::incoming::{Accepted, InMessage};
 use crate::outgoing::OutMessage;
 use crate::pacer::Pacer;
 use crate::peer::PeerTable;
+pub use crate::placement::Placement;
 use crate::pool::{BufferPool, MessageBuffers, PoolError};
 use crate::region::{ReadRegion, Region};
 use crate::rpc::{is_client_id, Rpc, RpcState, Slab};
@@ -428,6 +429,13 @@ pub struct Stats {
     /// Request DATA for a server RPC that was recently finished (a delayed duplicate):
     /// dropped instead of executing the request twice.
     pub stale_requests: u64,
+    /// DATA packets whose payload the driver received straight into the receive region
+    /// ([`Engine::handle_placed`]) and that were accepted there, without a copy.
+    pub placed_packets: u64,
+    /// Packets received into a [`Placement`] that no longer
+    /// matched their message when handled (the RPC ended or restarted meanwhile): dropped,
+    /// to be asked for again like any lost packet.
+    pub misplaced: u64,
 }
 
 /// The receiver's grant state, for diagnostics and tests.
@@ -506,6 +514,9 @@ pub struct Engine<R: Region = Vec<u8>> {
     /// Recently finished server RPCs, oldest first, with the time they may be forgotten.
     tombstones: VecDeque<(Time, IpAddr, u64)>,
     tombstone_set: HashSet<(IpAddr, u64)>,
+    /// The two RPCs that most recently received new DATA, newest first: where
+    /// [`placements`](Engine::placements) predicts the next packets go.
+    pub(crate) last_data: [Option<u32>; 2],
 }
 
 impl<R: Region> fmt::Debug for Engine<R> {
@@ -586,6 +597,7 @@ impl<R: Region> Engine<R> {
             now: Time::ZERO,
             tombstones: VecDeque::new(),
             tombstone_set: HashSet::new(),
+            last_data: [None; 2],
         })
     }
 
@@ -646,7 +658,7 @@ impl<R: Region> Engine<R> {
         self.queued_bytes
     }
 
-    fn max_seg(&self, dest: IpAddr) -> u32 {
+    pub(crate) fn max_seg(&self, dest: IpAddr) -> u32 {
         let max_packet = match (dest, self.options.max_packet_loopback) {
             (d, Some(lo)) if d.is_loopback() => lo,
             (IpAddr::V4(_), _) => self.options.max_packet_v4,
@@ -973,19 +985,36 @@ impl<R: Region> Engine<R> {
     /// Handles one received datagram: `packet` is the Homa packet (the UDP payload, or
     /// the IP payload for raw IP) from IP address `from`.
     pub fn handle_datagram(&mut self, now: Time, from: IpAddr, packet: &[u8]) {
-        self.now = self.now.max(now);
-        self.stats.packets_received += 1;
-        if self.shut_down {
+        if !self.begin_receive(now) {
             return;
         }
-        let repr = match Repr::parse(packet) {
-            Ok(r) => r,
-            Err(e) => {
-                self.stats.malformed += 1;
-                self.stats.last_malformed = Some(e);
-                return;
-            }
-        };
+        match Repr::parse(packet) {
+            Ok(repr) => self.dispatch(now, from, repr, None),
+            Err(e) => self.count_malformed(e),
+        }
+    }
+
+    /// Counts a received packet; false if the engine is shut down (the packet is ignored).
+    pub(crate) fn begin_receive(&mut self, now: Time) -> bool {
+        self.now = self.now.max(now);
+        self.stats.packets_received += 1;
+        !self.shut_down
+    }
+
+    pub(crate) fn count_malformed(&mut self, e: WireError) {
+        self.stats.malformed += 1;
+        self.stats.last_malformed = Some(e);
+    }
+
+    /// Handles a parsed packet; `placed` is set for a DATA packet whose payload (of the
+    /// given length) was received straight into the region at the placement.
+    pub(crate) fn dispatch(
+        &mut self,
+        now: Time,
+        from: IpAddr,
+        repr: Repr<'_>,
+        placed: Option<(usize, &Placement)>,
+    ) {
         self.stats.received_by_type[usize::from(repr.packet_type().code() - 0x10)] += 1;
         let common = *repr.common();
         if common.dport != self.options.port {
@@ -995,7 +1024,7 @@ impl<R: Region> Engine<R> {
         let src = SocketAddr::new(from, common.sport);
         let local_id = common.sender_id ^ 1;
         match repr {
-            Repr::Data(d) => self.handle_data(now, src, local_id, &d),
+            Repr::Data(d) => self.handle_data(now, src, local_id, &d, placed),
             Repr::Grant(g) => self.handle_grant(src, local_id, &g),
             Repr::Resend(r) => self.handle_resend(src, local_id, &r),
             Repr::RpcUnknown(_) => self.handle_rpc_unknown(src, local_id),
@@ -1040,10 +1069,24 @@ impl<R: Region> Engine<R> {
         }
     }
 
-    fn handle_data(&mut self, now: Time, src: SocketAddr, local_id: u64, d: &DataRepr<'_>) {
+    fn handle_data(
+        &mut self,
+        now: Time,
+        src: SocketAddr,
+        local_id: u64,
+        d: &DataRepr<'_>,
+        placed: Option<(usize, &Placement)>,
+    ) {
         if let Some(ack) = d.ack {
             self.handle_ack(src.ip(), ack);
         }
+        if let Some((len, p)) = placed {
+            if !self.placement_holds(src, local_id, d, len, p) {
+                self.stats.misplaced += 1;
+                return;
+            }
+        }
+        let payload_len = placed.map_or(d.payload.len(), |(len, _)| len);
         let key = match self.find(src.ip(), local_id) {
             Some(k) => k,
             None if !is_client_id(local_id) => {
@@ -1111,8 +1154,15 @@ impl<R: Region> Engine<R> {
             self.stats.dropped_while_stalled += 1;
             return;
         };
-        match m.accept(d.offset, d.payload.len() as u32) {
-            Accepted::New => {}
+        match m.accept(d.offset, payload_len as u32) {
+            Accepted::New => {
+                // A packet cut short by the message's end or the unscheduled limit does
+                // not show the sender's segment size.
+                let end = d.offset + payload_len as u32;
+                if end != d.message_length && end != d.incoming {
+                    m.seg = m.seg.max(payload_len as u32);
+                }
+            }
             Accepted::Duplicate => {
                 self.stats.duplicate_data += 1;
                 return;
@@ -1123,7 +1173,14 @@ impl<R: Region> Engine<R> {
             }
         }
         let mut at = d.offset;
-        let mut rest = d.payload;
+        // A placed payload is already where it belongs.
+        let mut rest = if placed.is_some() { &[][..] } else { d.payload };
+        if placed.is_some() {
+            self.stats.placed_packets += 1;
+        }
+        if self.last_data[0] != Some(key) {
+            self.last_data = [Some(key), self.last_data[0]];
+        }
         while !rest.is_empty() {
             let Some((region_off, contiguous)) = buffers.locate(at) else {
                 break;

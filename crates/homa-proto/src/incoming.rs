@@ -38,6 +38,11 @@ pub(crate) struct InMessage {
     pub(crate) birth: Time,
     /// Whether the grant scheduler tracks it.
     pub(crate) scheduled: bool,
+    /// Largest payload of one packet accepted so far that was not cut short by the
+    /// message's end or the unscheduled limit (0: none yet): the sender's segment size, from
+    /// which [`Engine::placements`](crate::engine::Engine::placements) predicts where
+    /// the next packets start.
+    pub(crate) seg: u32,
 }
 
 impl InMessage {
@@ -51,6 +56,7 @@ impl InMessage {
             buffers: None,
             birth,
             scheduled: false,
+            seg: 0,
         }
     }
 

@@ -26,6 +26,7 @@ mod incoming;
 mod outgoing;
 mod pacer;
 mod peer;
+mod placement;
 pub mod pool;
 pub mod region;
 mod rpc;

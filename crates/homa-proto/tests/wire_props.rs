@@ -26,6 +26,7 @@
 //! | `mutated_valid_packets_follow_the_receive_rules`              | 20000  |
 //! | `control_packets_ignore_trailing_bytes`                       | 5000   |
 //! | `mutation_outcomes_cover_every_error_variant` (fixed seed)    | 5000   |
+//! | `data_header_parsed_apart_agrees_with_the_whole_packet`       | 20000  |
 //!
 //! Everything else is a plain unit test of PROTOCOL.md 1.12 receive validation.
 
@@ -985,6 +986,28 @@ proptest! {
     #[test]
     fn mutated_valid_packets_follow_the_receive_rules(buf in mutated_packet()) {
         check_any(&buf)?;
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 20000, ..ProptestConfig::default() })]
+    /// Direct placement parses a DATA header apart from its payload: it must accept and
+    /// reject exactly what the whole-packet parser does, with the same fields (and, for
+    /// DATA-typed bytes, the same errors).
+    #[test]
+    fn data_header_parsed_apart_agrees_with_the_whole_packet(buf in mutated_packet()) {
+        let whole = DataRepr::parse(&buf);
+        let apart = DataRepr::parse_header(&buf[..buf.len().min(56)], buf.len());
+        match (whole, apart) {
+            (Ok(w), Ok((a, payload_len))) => {
+                prop_assert_eq!(payload_len, w.payload.len());
+                prop_assert_eq!(DataRepr { payload: &[], ..w }, a);
+            }
+            // Same error for DATA packets; another type may look truncated in 56 bytes.
+            (Err(w), Err(a)) if buf.get(11) == Some(&0x10) => prop_assert_eq!(w, a),
+            (Err(_), Err(_)) => {}
+            (w, a) => return Err(fail(format!("whole {w:?} but apart {a:?}"))),
+        }
     }
 }
 

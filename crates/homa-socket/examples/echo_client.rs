@@ -39,5 +39,10 @@ fn main() -> Result<(), Error> {
         pct(0.5),
         pct(0.99)
     );
+    let stats = socket.stats();
+    println!(
+        "DATA packets received: {}, of which straight into bpages (no copy): {}",
+        stats.received_by_type[0], stats.placed_packets
+    );
     Ok(())
 }

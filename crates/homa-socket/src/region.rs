@@ -171,6 +171,37 @@ pub(crate) struct RegionWriter {
 // engine owns, which no reader touches.
 unsafe impl Send for RegionWriter {}
 
+impl RegionWriter {
+    /// The address of `offset..offset + len`, for a receive that places bytes there
+    /// directly; `None` if the range is not inside the region.
+    pub(crate) fn address(&self, offset: usize, len: usize) -> Option<usize> {
+        let end = offset.checked_add(len)?;
+        (end <= self.len).then(|| self.ptr.as_ptr() as usize + offset)
+    }
+
+    /// Copies the bytes at `offset..offset + dst.len()` into `dst`: for bytes of a
+    /// message still being received (a placement the engine owns), which no reader
+    /// touches.
+    pub(crate) fn copy_out(&self, offset: usize, dst: &mut [u8]) {
+        assert!(
+            offset
+                .checked_add(dst.len())
+                .is_some_and(|end| end <= self.len),
+            "read outside the region"
+        );
+        // SAFETY: in bounds (checked above); the bytes belong to a message the engine is
+        // still receiving, so no one writes them concurrently, and `dst` is a separate
+        // buffer.
+        unsafe {
+            std::ptr::copy_nonoverlapping(
+                self.ptr.as_ptr().add(offset),
+                dst.as_mut_ptr(),
+                dst.len(),
+            );
+        }
+    }
+}
+
 impl homa_proto::region::Region for RegionWriter {
     fn len(&self) -> usize {
         self.len

@@ -28,6 +28,7 @@ use homa_proto::Time;
 
 use crate::message::{Message, MessageKind};
 use crate::region::{RecvRegion, RegionWriter, MIN_REGION_SIZE};
+use crate::transport::sys::{Scatter, SCATTER_HEAD};
 use crate::transport::{Family, RecvBatch, SendBatch, Transport, TransportOptions};
 use crate::{Error, SocketConfig};
 
@@ -63,6 +64,10 @@ pub(crate) struct Core {
     transport: Arc<Transport>,
     send_batch: SendBatch,
     recv_batch: Option<RecvBatch>,
+    /// Where the driver's next receive places DATA payloads (direct placement), per slot.
+    placements: Vec<engine::Placement>,
+    /// Per datagram of the last receive: whether it was received in place.
+    in_place: Vec<bool>,
     driver: Option<Driver>,
     /// Application threads waiting for the background driver to hand over.
     apps_wanting: usize,
@@ -218,6 +223,8 @@ impl Socket {
                 transport: Arc::new(transport),
                 send_batch: SendBatch::new(max_packet, BATCH),
                 recv_batch: Some(RecvBatch::new(max_packet, BATCH)),
+                placements: Vec::with_capacity(BATCH),
+                in_place: Vec::with_capacity(BATCH),
                 driver: None,
                 apps_wanting: 0,
                 requests: VecDeque::new(),
@@ -502,6 +509,87 @@ impl Core {
                     self.send_errors += 1;
                     self.last_send_error = Some(e.kind());
                 }
+            }
+        }
+    }
+
+    /// Direct placement, before a receive: asks the engine where the next DATA payloads
+    /// go and points the batch's slots there.
+    fn place(&mut self, batch: &mut RecvBatch) {
+        let mut places = std::mem::take(&mut self.placements);
+        self.engine.placements(BATCH, &mut places);
+        let region = self.engine.region();
+        let scatter = places.iter().map(|p| {
+            let mut ranges = Scatter::default();
+            for (slot, (offset, len)) in ranges.iter_mut().zip(p.spans()) {
+                *slot = region.address(offset, len).map_or((0, 0), |a| (a, len));
+            }
+            if ranges.iter().map(|r| r.1).sum::<usize>() != p.capacity() {
+                return Scatter::default(); // (never: placements lie in the region)
+            }
+            ranges
+        });
+        // SAFETY: each range is a placement: bytes of a message the engine is still
+        // receiving, past every byte received so far, inside the region (which lives as
+        // long as the socket). No Rust reference covers them: the application only
+        // reads delivered messages, and only the driver writes the region, which this
+        // thread is until `handle_batch` clears the scatter before handling anything.
+        unsafe { batch.set_scatter(scatter) };
+        self.placements = places;
+    }
+
+    /// Handles the `n` datagrams of the last receive. First every datagram that is not
+    /// where its placement expected is put back together in its slot (before handling
+    /// anything writes the region); then each is handled, the placed ones without a copy.
+    fn handle_batch(&mut self, now: Time, batch: &mut RecvBatch, n: usize) {
+        self.in_place.clear();
+        let slot_len = batch.max_packet;
+        for k in 0..n {
+            let (from, at, len) = batch.packets[k];
+            let slot = at / slot_len;
+            let ranges = batch.scatter(slot);
+            let place = self.placements.get(slot);
+            let placed = match place {
+                Some(p) if ranges != Scatter::default() => {
+                    at == slot * slot_len
+                        && len > SCATTER_HEAD
+                        && self.engine.placement_fits(
+                            from,
+                            &batch.buf[at..at + SCATTER_HEAD],
+                            len,
+                            p,
+                        )
+                }
+                _ => false,
+            };
+            if let (false, Some(p)) = (placed, place) {
+                if ranges != Scatter::default() {
+                    // Bytes after the slot's head went to the placement: bring them back.
+                    let written = at - slot * slot_len + len;
+                    let mut dst = slot * slot_len + SCATTER_HEAD;
+                    let mut left = written.saturating_sub(SCATTER_HEAD);
+                    for (offset, span) in p.spans() {
+                        let m = span.min(left);
+                        self.engine
+                            .region()
+                            .copy_out(offset, &mut batch.buf[dst..dst + m]);
+                        dst += m;
+                        left -= m;
+                    }
+                }
+            }
+            self.in_place.push(placed);
+        }
+        batch.clear_scatter();
+        for k in 0..n {
+            let (from, at, len) = batch.packets[k];
+            if self.in_place[k] {
+                let place = &self.placements[at / slot_len];
+                let head = &batch.buf[at..at + SCATTER_HEAD];
+                self.engine.handle_placed(now, from, head, len, place);
+            } else {
+                self.engine
+                    .handle_datagram(now, from, &batch.buf[at..at + len]);
             }
         }
     }
@@ -827,6 +915,7 @@ impl Inner {
             core.driver_until = engine_at;
             let transport = core.transport.clone();
             let mut batch = core.recv_batch.take().expect("one driver at a time");
+            core.place(&mut batch);
             // Without the lock: receive, spinning a little, then sleeping.
             drop(core);
             let received = self.receive(&transport, &mut batch, engine_at, deadline, now);
@@ -834,9 +923,7 @@ impl Inner {
             let now = self.now();
             let n = received.unwrap_or(0);
             backlog = n == BATCH;
-            for (from, packet) in batch.iter().take(n) {
-                core.engine.handle_datagram(now, from, packet);
-            }
+            core.handle_batch(now, &mut batch, n);
             if n > 0 && !core.wakers.is_empty() {
                 // Acks free transmit-buffer room without an event: let waiting async
                 // senders retry (receivers just re-register).

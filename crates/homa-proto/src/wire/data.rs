@@ -204,6 +204,54 @@ impl<'a> DataRepr<'a> {
         })
     }
 
+    /// Parses the header of a DATA packet whose payload was stored elsewhere: for a
+    /// driver that receives the payload straight into its destination. `head` holds the
+    /// packet's first bytes (at least the 56-byte header for success) and `packet_len` is
+    /// the length of the whole packet. It accepts exactly what [`parse`](Self::parse)
+    /// accepts on a packet of `packet_len` bytes, with the same fields; the returned
+    /// [`payload`](Self::payload) is empty and the payload's length is returned beside it.
+    /// An error describes what was looked at: for a packet that is not DATA it may differ
+    /// from the whole packet's (e.g. a 62-byte CUTOFFS looks truncated in 56 bytes).
+    ///
+    /// ```
+    /// use homa_proto::wire::{CommonRepr, DataRepr, OffsetForm};
+    /// let d = DataRepr {
+    ///     common: CommonRepr { sport: 40000, dport: 99, sender_id: 2 },
+    ///     message_length: 3000, incoming: 3000, ack: None, cutoff_version: 0,
+    ///     retransmit: false, offset: 1000, offset_form: OffsetForm::Both,
+    ///     payload: &[7; 1000],
+    /// };
+    /// let mut buf = [0u8; 1056];
+    /// d.emit(&mut buf).unwrap();
+    /// let (head, payload_len) = DataRepr::parse_header(&buf[..56], 1056).unwrap();
+    /// assert_eq!((head.offset, payload_len), (1000, 1000));
+    /// assert!(DataRepr::parse_header(&buf[..56], 2057).is_err()); // past the message
+    /// assert!(DataRepr::parse_header(&buf[..40], 1056).is_err()); // header cut short
+    /// ```
+    pub fn parse_header(head: &'a [u8], packet_len: usize) -> Result<(Self, usize), WireError> {
+        let seen = head.len().min(packet_len).min(DATA_HEADER_LEN);
+        check_typed(&head[..seen], PacketType::Data)?;
+        let pkt = DataPacket {
+            buffer: &head[..DATA_HEADER_LEN],
+        };
+        let payload_len = packet_len - DATA_HEADER_LEN;
+        check_range(pkt.offset(), payload_len, pkt.message_length())?;
+        Ok((
+            DataRepr {
+                common: pkt.common(),
+                message_length: pkt.message_length(),
+                incoming: pkt.incoming(),
+                ack: pkt.ack(),
+                cutoff_version: pkt.cutoff_version(),
+                retransmit: pkt.retransmit(),
+                offset: pkt.offset(),
+                offset_form: pkt.offset_form(),
+                payload: &[],
+            },
+            payload_len,
+        ))
+    }
+
     /// Length of the emitted packet: 56 + payload.
     pub fn buffer_len(&self) -> usize {
         DATA_HEADER_LEN + self.payload.len()

@@ -3,10 +3,12 @@
 //! packets, with the priority in the IP TOS / IPv6 Traffic Class (`level << 5`) of each
 //! packet.
 //!
-//! The socket core talks to a [`Transport`] only through this module's types: it fills a
-//! [`SendBatch`] from the engine's `poll_transmit` and hands it to [`Transport::send`]; it
-//! waits with [`Transport::wait`] and drains received datagrams with
-//! [`Transport::recv`] into a [`RecvBatch`].
+//! The socket core talks to a transport only through this module's (crate-private)
+//! types: it fills a `SendBatch` from the engine's `poll_transmit` and hands it to
+//! `Transport::send`; it waits with `Transport::wait` and drains received datagrams with
+//! `Transport::recv` into a `RecvBatch`, whose slots can scatter each datagram's payload
+//! straight into the receive region where the engine predicts it belongs (direct
+//! placement, `homa_proto::engine::Placement`).
 
 use std::io;
 use std::net::{IpAddr, SocketAddr};
@@ -122,6 +124,9 @@ pub(crate) struct RecvBatch {
     pub(crate) packets: Vec<(IpAddr, usize, usize)>,
     pub(crate) max_packet: usize,
     pub(crate) capacity: usize,
+    /// Direct placement: per slot, where the bytes after the datagram's first
+    /// [`SCATTER_HEAD`](sys::SCATTER_HEAD) go instead (see [`set_scatter`](Self::set_scatter)).
+    scatter: Vec<sys::Scatter>,
 }
 
 impl RecvBatch {
@@ -132,13 +137,48 @@ impl RecvBatch {
             packets: Vec::with_capacity(capacity),
             max_packet,
             capacity,
+            scatter: Vec::with_capacity(capacity),
         }
     }
     /// The Homa packets received by the last [`Transport::recv`], with their source.
+    #[cfg(test)]
     pub(crate) fn iter(&self) -> impl Iterator<Item = (IpAddr, &[u8])> + '_ {
         self.packets
             .iter()
             .map(|&(from, at, len)| (from, &self.buf[at..at + len]))
+    }
+
+    /// Makes the next receives scatter datagram `i`'s bytes after its header into the
+    /// memory ranges `scatter[i]` (as `(address, length)`), keeping the rest in its slot
+    /// after a gap of the ranges' length (see [`sys::RecvScratch::recv`]). A slot whose
+    /// ranges and a header do not fit in a slot is received whole.
+    ///
+    /// # Safety
+    ///
+    /// Until [`clear_scatter`](Self::clear_scatter), every range must stay valid for
+    /// writes and no Rust reference may cover it.
+    pub(crate) unsafe fn set_scatter(&mut self, scatter: impl Iterator<Item = sys::Scatter>) {
+        let room = self.max_packet;
+        self.scatter.clear();
+        self.scatter
+            .extend(scatter.take(self.capacity).map(|ranges| {
+                let total: usize = ranges.iter().map(|r| r.1).sum();
+                if sys::SCATTER_HEAD + total <= room {
+                    ranges
+                } else {
+                    sys::Scatter::default()
+                }
+            }));
+    }
+
+    /// Stops scattering: the next receives put each datagram whole in its slot.
+    pub(crate) fn clear_scatter(&mut self) {
+        self.scatter.clear();
+    }
+
+    /// The scatter ranges of slot `i` (empty if none).
+    pub(crate) fn scatter(&self, i: usize) -> sys::Scatter {
+        self.scatter.get(i).copied().unwrap_or_default()
     }
 }
 

@@ -569,6 +569,17 @@ pub(crate) struct RecvScratch {
 /// Length of an IPv4 header without options.
 pub(crate) const IPV4_HEADER_LEN: usize = 20;
 
+/// Bytes of a datagram that stay in its slot when the rest is scattered (direct
+/// placement): a DATA header.
+pub(crate) const SCATTER_HEAD: usize = homa_proto::wire::DATA_HEADER_LEN;
+
+/// Scatter ranges of one datagram: up to two `(address, length)` memory ranges that
+/// receive its bytes after the first [`SCATTER_HEAD`]; `(0, 0)` entries are unused.
+pub(crate) type Scatter = [(usize, usize); 2];
+
+/// iovecs per datagram at most: prefix, head, two scatter ranges, tail.
+const MAX_IOVS: usize = 5;
+
 // SAFETY: as for SendScratch: the raw pointers are rewritten before each receive,
 // while the scratch is exclusively borrowed, and never dereferenced by Rust code.
 unsafe impl Send for RecvScratch {}
@@ -608,7 +619,7 @@ impl RecvScratch {
     fn ensure(&mut self, capacity: usize) {
         if self.msgs.len() < capacity {
             self.msgs.resize_with(capacity, empty_mmsghdr);
-            self.iovs.resize_with(2 * capacity, empty_iovec);
+            self.iovs.resize_with(MAX_IOVS * capacity, empty_iovec);
             self.addrs.resize(capacity, RawAddr::empty());
             self.prefixes.resize(capacity, [0; IPV4_HEADER_LEN]);
         }
@@ -618,47 +629,87 @@ impl RecvScratch {
     /// `buf[i * slot..(i + 1) * slot]` (preceded, if `prefix`, by the 20-byte
     /// [`prefix`](Self::prefix) area: for raw IPv4 sockets, where the IP header comes
     /// first). Returns the number received (0 if none was queued).
-    pub(crate) fn recv(
+    ///
+    /// Direct placement: for `i < scatter.len()` with non-empty ranges, datagram `i`'s
+    /// bytes after its first [`SCATTER_HEAD`] go to the ranges of `scatter[i]` (in order),
+    /// and only what does not fit them goes on in the slot, after a gap as long as the
+    /// ranges: putting the ranges' bytes into that gap restores the datagram.
+    ///
+    /// # Safety
+    ///
+    /// Every range in `scatter` must be memory that is valid for writes and that no Rust
+    /// reference covers until the call returns.
+    pub(crate) unsafe fn recv(
         &mut self,
         fd: RawFd,
         buf: &mut [u8],
         slot: usize,
         count: usize,
         prefix: bool,
+        scatter: &[Scatter],
     ) -> io::Result<usize> {
         let count = count.min(buf.len().checked_div(slot).unwrap_or(0));
         if count == 0 {
             return Ok(0);
         }
         self.ensure(count);
-        let per = if prefix { 2 } else { 1 };
         for i in 0..count {
-            let iov = &mut self.iovs[i * per..(i + 1) * per];
+            let iov = &mut self.iovs[i * MAX_IOVS..(i + 1) * MAX_IOVS];
+            let mut n = 0;
             if prefix {
-                iov[0] = libc::iovec {
+                iov[n] = libc::iovec {
                     iov_base: self.prefixes[i].as_mut_ptr().cast(),
                     iov_len: IPV4_HEADER_LEN,
                 };
+                n += 1;
             }
-            iov[per - 1] = libc::iovec {
-                iov_base: buf[i * slot..].as_mut_ptr().cast(),
-                iov_len: slot,
-            };
+            let ranges = scatter.get(i).copied().unwrap_or_default();
+            let scattered: usize = ranges.iter().map(|r| r.1).sum();
+            let own = &mut buf[i * slot..(i + 1) * slot];
+            if scattered == 0 || SCATTER_HEAD + scattered > slot {
+                iov[n] = libc::iovec {
+                    iov_base: own.as_mut_ptr().cast(),
+                    iov_len: slot,
+                };
+                n += 1;
+            } else {
+                iov[n] = libc::iovec {
+                    iov_base: own.as_mut_ptr().cast(),
+                    iov_len: SCATTER_HEAD,
+                };
+                n += 1;
+                for &(address, len) in ranges.iter().filter(|r| r.1 > 0) {
+                    iov[n] = libc::iovec {
+                        iov_base: address as *mut libc::c_void,
+                        iov_len: len,
+                    };
+                    n += 1;
+                }
+                let tail = &mut own[SCATTER_HEAD + scattered..];
+                if !tail.is_empty() {
+                    iov[n] = libc::iovec {
+                        iov_base: tail.as_mut_ptr().cast(),
+                        iov_len: tail.len(),
+                    };
+                    n += 1;
+                }
+            }
             self.addrs[i].reset();
             let mut m = empty_mmsghdr();
             m.msg_hdr.msg_name = self.addrs[i].as_mut_ptr().cast();
             m.msg_hdr.msg_namelen = self.addrs[i].len;
             m.msg_hdr.msg_iov = iov.as_mut_ptr();
-            m.msg_hdr.msg_iovlen = per;
+            m.msg_hdr.msg_iovlen = n;
             self.msgs[i] = m;
         }
         let vlen = libc::c_uint::try_from(count).unwrap_or(libc::c_uint::MAX);
         loop {
             // SAFETY: each of the first `count` mmsghdrs points at a live address
             // buffer (`addrs[i]`, with its size), live iovecs (`iovs`) that describe
-            // disjoint, in-bounds parts of `buf` (i * slot + slot <= buf.len()) and of
-            // `prefixes[i]`. All stay borrowed and unmoved for the call. No control
-            // buffer is given. The timeout pointer may be null.
+            // disjoint, in-bounds parts of `buf` (i * slot + slot <= buf.len()), of
+            // `prefixes[i]` and the scatter ranges, which the caller guarantees are
+            // writable and unreferenced. All stay borrowed and unmoved for the call. No
+            // control buffer is given. The timeout pointer may be null.
             let r = unsafe {
                 libc::recvmmsg(
                     fd,

@@ -141,13 +141,18 @@ pub(crate) fn recv_batch(
     batch.packets.clear();
     let mut failures = 0;
     loop {
-        let n = match scratch.recv(
-            fd,
-            &mut batch.buf,
-            batch.max_packet,
-            batch.capacity,
-            ipv4_prefix,
-        ) {
+        // SAFETY: the scatter ranges are those given to `RecvBatch::set_scatter`, whose
+        // contract keeps them writable and unreferenced until `clear_scatter`.
+        let n = match unsafe {
+            scratch.recv(
+                fd,
+                &mut batch.buf,
+                batch.max_packet,
+                batch.capacity,
+                ipv4_prefix,
+                &batch.scatter,
+            )
+        } {
             Ok(n) => n,
             Err(e) => {
                 drain()?;
