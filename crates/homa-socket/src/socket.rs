@@ -10,10 +10,16 @@
 //!   the path of a small RPC);
 //! * a background thread takes the role when no application thread wants it, so grants,
 //!   retransmissions, timers and acks keep flowing while the application is busy; it
-//!   gives the role up as soon as an application thread asks (through an eventfd);
+//!   gives the role up as soon as an application thread asks (through an eventfd); it
+//!   does not busy-poll (only a thread waiting for a message spins, for
+//!   [`SocketConfig::busy_poll`](crate::SocketConfig) before it sleeps);
 //! * sending threads transmit their own packets directly under the lock.
 //!
-//! Received packets are batched (`recvmmsg`), and so are sent ones (`sendmmsg`).
+//! Received packets are batched (`recvmmsg`), and so are sent ones (`sendmmsg`, UDP GSO).
+//! Payloads are received straight into their bpages (direct placement: each datagram's
+//! bytes after its 56-byte header are scattered to where the engine predicts its message
+//! continues; mispredicted ones are gathered back and copied), so an in-order DATA
+//! payload is copied once, by the kernel, as in the Linux module.
 
 use std::collections::{HashMap, VecDeque};
 use std::io::IoSlice;
@@ -918,7 +924,15 @@ impl Inner {
             core.place(&mut batch);
             // Without the lock: receive, spinning a little, then sleeping.
             drop(core);
-            let received = self.receive(&transport, &mut batch, engine_at, deadline, now);
+            // Only a thread waiting for a message spins: the background driver exists for
+            // progress, not latency, and its spinning would take the CPU from the
+            // application threads it is about to hand the role to.
+            let spin = if who == Driver::App {
+                self.poll
+            } else {
+                Duration::ZERO
+            };
+            let received = self.receive(&transport, &mut batch, engine_at, deadline, now, spin);
             core = self.lock();
             let now = self.now();
             let n = received.unwrap_or(0);
@@ -941,7 +955,7 @@ impl Inner {
         }
     }
 
-    /// Receives a batch: spins for the busy-poll time, then sleeps until a packet, a
+    /// Receives a batch: spins for `spin`, then sleeps until a packet, a
     /// wake-up, the engine's next timer or the caller's deadline.
     fn receive(
         &self,
@@ -950,8 +964,9 @@ impl Inner {
         engine_at: Option<Time>,
         deadline: Option<Instant>,
         now: Time,
+        spin: Duration,
     ) -> std::io::Result<usize> {
-        let spin_until = Instant::now() + self.poll;
+        let spin_until = Instant::now() + spin;
         loop {
             let n = transport.recv(batch)?;
             if n > 0 {
