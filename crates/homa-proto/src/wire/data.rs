@@ -191,7 +191,12 @@ impl<'a> DataRepr<'a> {
     /// Parses and validates a DATA packet.
     pub fn parse(buf: &'a [u8]) -> Result<Self, WireError> {
         let pkt = DataPacket::new_checked(buf)?;
-        Ok(DataRepr {
+        Ok(Self::from_header(&pkt, &buf[DATA_HEADER_LEN..]))
+    }
+
+    /// The header fields of a validated view, with `payload`.
+    fn from_header<T: AsRef<[u8]>>(pkt: &DataPacket<T>, payload: &'a [u8]) -> Self {
+        DataRepr {
             common: pkt.common(),
             message_length: pkt.message_length(),
             incoming: pkt.incoming(),
@@ -200,8 +205,8 @@ impl<'a> DataRepr<'a> {
             retransmit: pkt.retransmit(),
             offset: pkt.offset(),
             offset_form: pkt.offset_form(),
-            payload: &buf[DATA_HEADER_LEN..],
-        })
+            payload,
+        }
     }
 
     /// Parses the header of a DATA packet whose payload was stored elsewhere: for a
@@ -236,20 +241,7 @@ impl<'a> DataRepr<'a> {
         };
         let payload_len = packet_len - DATA_HEADER_LEN;
         check_range(pkt.offset(), payload_len, pkt.message_length())?;
-        Ok((
-            DataRepr {
-                common: pkt.common(),
-                message_length: pkt.message_length(),
-                incoming: pkt.incoming(),
-                ack: pkt.ack(),
-                cutoff_version: pkt.cutoff_version(),
-                retransmit: pkt.retransmit(),
-                offset: pkt.offset(),
-                offset_form: pkt.offset_form(),
-                payload: &[],
-            },
-            payload_len,
-        ))
+        Ok((Self::from_header(&pkt, &[]), payload_len))
     }
 
     /// Length of the emitted packet: 56 + payload.
