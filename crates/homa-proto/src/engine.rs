@@ -66,6 +66,7 @@
 use std::collections::{BTreeSet, HashMap, HashSet, VecDeque};
 use std::fmt;
 use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
 use std::time::Duration;
 
 use crate::grant::{GrantDecision, GrantScheduler};
@@ -365,6 +366,38 @@ pub enum Event {
     Response(Message),
     /// A client RPC failed; no response will come.
     Failed(RpcFailure),
+}
+
+/// The payload of a DATA packet from [`Engine::poll_transmit_split`]: a range of the
+/// message's bytes, shared with the engine (cloning it copies no bytes).
+#[derive(Clone)]
+pub struct Payload {
+    data: Arc<Vec<u8>>,
+    start: usize,
+    end: usize,
+}
+
+impl Payload {
+    /// The bytes.
+    pub fn as_slice(&self) -> &[u8] {
+        &self.data[self.start..self.end]
+    }
+    /// Length in bytes.
+    pub fn len(&self) -> usize {
+        self.end - self.start
+    }
+    /// Whether it has no bytes.
+    pub fn is_empty(&self) -> bool {
+        self.start == self.end
+    }
+}
+
+impl fmt::Debug for Payload {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Payload")
+            .field("range", &(self.start..self.end))
+            .finish()
+    }
 }
 
 /// A packet written by [`Engine::poll_transmit`].
@@ -1530,6 +1563,45 @@ impl<R: Region> Engine<R> {
     ///
     /// If `buf` is shorter than [`max_packet_size`](Self::max_packet_size): a driver bug.
     pub fn poll_transmit(&mut self, now: Time, buf: &mut [u8]) -> Option<Transmit> {
+        let (t, payload) = self.transmit(now, buf, false)?;
+        debug_assert!(payload.is_none());
+        Some(t)
+    }
+
+    /// Like [`poll_transmit`](Self::poll_transmit), but a DATA packet's payload is not
+    /// copied: only its 56-byte header is written into `buf` (and counted in
+    /// [`Transmit::len`]), and the payload comes back as a shared [`Payload`] to send
+    /// right after it (e.g. as a second iovec). Other packets come whole, with `None`.
+    ///
+    /// ```
+    /// use homa_proto::engine::{Engine, EngineOptions};
+    /// use homa_proto::{Config, Time};
+    /// let mut e: Engine = Engine::new(Config::default(), EngineOptions::client(40_000, 2), vec![0; 1 << 21]).unwrap();
+    /// e.send_request(Time::ZERO, "10.0.0.2:99".parse().unwrap(), vec![7; 3000], 0).unwrap();
+    /// let mut buf = vec![0; e.max_packet_size()];
+    /// let (t, payload) = e.poll_transmit_split(Time::ZERO, &mut buf).unwrap();
+    /// let payload = payload.expect("a DATA packet");
+    /// assert_eq!(t.len, 56);
+    /// assert!(payload.as_slice().iter().all(|&b| b == 7));
+    /// ```
+    ///
+    /// # Panics
+    ///
+    /// If `buf` is shorter than [`max_packet_size`](Self::max_packet_size): a driver bug.
+    pub fn poll_transmit_split(
+        &mut self,
+        now: Time,
+        buf: &mut [u8],
+    ) -> Option<(Transmit, Option<Payload>)> {
+        self.transmit(now, buf, true)
+    }
+
+    fn transmit(
+        &mut self,
+        now: Time,
+        buf: &mut [u8],
+        split: bool,
+    ) -> Option<(Transmit, Option<Payload>)> {
         assert!(
             buf.len() >= self.max_packet_size(),
             "poll_transmit needs a buffer of max_packet_size() = {} bytes, got {}",
@@ -1542,18 +1614,45 @@ impl<R: Region> Engine<R> {
         self.flush_grants(now);
         if let Some(c) = self.control.pop_front() {
             let len = c.repr.emit(buf).expect("buffer checked above");
-            return Some(self.sent(now, c.to, len, c.priority, c.repr.packet_type()));
+            return Some((
+                self.sent(now, c.to, len, c.priority, c.repr.packet_type()),
+                None,
+            ));
         }
         while let Some(rt) = self.retransmits.front_mut() {
             let rt = *rt;
-            match self.emit_retransmit(now, rt, buf) {
+            match self.emit_retransmit(now, rt, buf, split) {
                 Some(t) => return Some(t),
                 None => {
                     self.retransmits.pop_front();
                 }
             }
         }
-        self.emit_new_data(now, buf)
+        self.emit_new_data(now, buf, split)
+    }
+
+    /// Writes a DATA packet: whole, or (`split`) its header with the payload returned as
+    /// a [`Payload`] of `data`. Returns (bytes written, bytes on the wire, payload).
+    fn emit_data(
+        repr: &DataRepr<'_>,
+        data: &Arc<Vec<u8>>,
+        buf: &mut [u8],
+        split: bool,
+    ) -> (usize, usize, Option<Payload>) {
+        if split {
+            repr.emit_header(buf)
+                .expect("buffer checked by poll_transmit");
+            let start = repr.offset as usize;
+            let payload = Payload {
+                data: Arc::clone(data),
+                start,
+                end: start + repr.payload.len(),
+            };
+            (DATA_HEADER_LEN, repr.buffer_len(), Some(payload))
+        } else {
+            let len = repr.emit(buf).expect("buffer checked by poll_transmit");
+            (len, len, None)
+        }
     }
 
     /// Whether packets to `dest` pass through a NIC the pacer models.
@@ -1584,7 +1683,13 @@ impl<R: Region> Engine<R> {
     }
 
     /// Sends the next segment of retransmission `rt`; `None` when it is finished or stale.
-    fn emit_retransmit(&mut self, now: Time, rt: Retransmit, buf: &mut [u8]) -> Option<Transmit> {
+    fn emit_retransmit(
+        &mut self,
+        now: Time,
+        rt: Retransmit,
+        buf: &mut [u8],
+        split: bool,
+    ) -> Option<(Transmit, Option<Payload>)> {
         let rpc = self.rpcs.get(rt.key).filter(|r| r.serial == rt.serial)?;
         let out = rpc.msgout.as_ref()?;
         if rt.next >= rt.end || rt.next >= out.length() {
@@ -1604,15 +1709,22 @@ impl<R: Region> Engine<R> {
             offset_form: OffsetForm::Both,
             payload: &out.data[start as usize..end as usize],
         };
-        let len = repr.emit(buf).expect("buffer checked by poll_transmit");
+        let (len, wire_len, payload) = Self::emit_data(&repr, &out.data, buf, split);
         if let Some(front) = self.retransmits.front_mut() {
             front.next = end;
         }
         self.stats.retransmitted_packets += 1;
-        Some(self.sent(now, to, len, rt.priority, PacketType::Data))
+        let mut t = self.sent(now, to, wire_len, rt.priority, PacketType::Data);
+        t.len = len;
+        Some((t, payload))
     }
 
-    fn emit_new_data(&mut self, now: Time, buf: &mut [u8]) -> Option<Transmit> {
+    fn emit_new_data(
+        &mut self,
+        now: Time,
+        buf: &mut [u8],
+        split: bool,
+    ) -> Option<(Transmit, Option<Payload>)> {
         let &(remaining, _, mut key) = self.sendable.first()?;
         let dest = self.rpcs.get(key)?.peer.ip();
         if remaining > self.config.defer_min_bytes() && self.paced(dest) {
@@ -1657,12 +1769,14 @@ impl<R: Region> Engine<R> {
             offset_form: OffsetForm::Both,
             payload: &out.data[start as usize..end as usize],
         };
-        let len = repr.emit(buf).expect("buffer checked by poll_transmit");
+        let (len, wire_len, payload) = Self::emit_data(&repr, &out.data, buf, split);
         if let Some(out) = self.rpcs.get_mut(key).and_then(|r| r.msgout.as_mut()) {
             out.next_offset = end;
         }
         self.refresh_sendable(key);
-        Some(self.sent(now, to, len, priority, PacketType::Data))
+        let mut t = self.sent(now, to, wire_len, priority, PacketType::Data);
+        t.len = len;
+        Some((t, payload))
     }
 }
 

@@ -2,10 +2,12 @@
 //! (3.2), and the segment boundaries retransmissions must reuse (4.2).
 
 /// The sending side of a message.
+use std::sync::Arc;
+
 #[derive(Debug, Clone)]
 pub(crate) struct OutMessage {
     /// The message bytes (kept until the RPC ends, for retransmission).
-    pub(crate) data: Vec<u8>,
+    pub(crate) data: Arc<Vec<u8>>,
     /// Bytes sent without grants: `min(unsched_bytes, length)`.
     pub(crate) unsched: u32,
     /// Bytes the receiver has allowed so far.
@@ -23,7 +25,7 @@ impl OutMessage {
         let length = data.len() as u32;
         let unsched = unsched_bytes.min(length);
         OutMessage {
-            data,
+            data: Arc::new(data),
             unsched,
             granted: unsched,
             next_offset: 0,

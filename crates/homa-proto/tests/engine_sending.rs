@@ -168,3 +168,39 @@ fn control_packets_go_at_the_top_level_and_data_per_the_peers_cutoffs() {
         "before any CUTOFFS: level 6"
     );
 }
+
+#[test]
+fn split_transmits_are_the_same_packets_without_the_copy() {
+    // Two engines in the same state: one emits whole packets, the other headers with
+    // shared payloads; put together, the packets must be identical, control ones too.
+    let mut whole = engine(Config::default(), 10);
+    let mut split = engine(Config::default(), 10);
+    let s = addr("10.0.0.2:4000");
+    for (k, len) in [1usize, 100, 1500, 50_000].into_iter().enumerate() {
+        let bytes: Vec<u8> = (0..len).map(|i| (i * 7 + k) as u8).collect();
+        whole.send_request(Time::ZERO, s, bytes.clone(), 0).unwrap();
+        split.send_request(Time::ZERO, s, bytes, 0).unwrap();
+    }
+    let expected = drain(&mut whole, Time::ZERO);
+    let mut buf = vec![0; split.max_packet_size()];
+    let mut got = Vec::new();
+    while let Some((t, payload)) = split.poll_transmit_split(Time::ZERO, &mut buf) {
+        let mut packet = buf[..t.len].to_vec();
+        if let Some(p) = &payload {
+            assert_eq!(t.packet_type, PacketType::Data);
+            assert_eq!(t.len, 56, "only the header is written");
+            packet.extend_from_slice(p.as_slice());
+        }
+        got.push((t, packet));
+    }
+    assert!(expected.len() > 4);
+    assert_eq!(got.len(), expected.len());
+    for ((te, pe), (tg, pg)) in expected.iter().zip(&got) {
+        assert_eq!(pe, pg);
+        assert_eq!(
+            (te.destination, te.priority, te.tos, te.packet_type),
+            (tg.destination, tg.priority, tg.tos, tg.packet_type)
+        );
+    }
+    assert_eq!(whole.stats().sent_by_type, split.stats().sent_by_type);
+}

@@ -15,7 +15,8 @@
 //!   [`SocketConfig::busy_poll`](crate::SocketConfig) before it sleeps);
 //! * sending threads transmit their own packets directly under the lock.
 //!
-//! Received packets are batched (`recvmmsg`), and so are sent ones (`sendmmsg`, UDP GSO).
+//! Received packets are batched (`recvmmsg`), and so are sent ones (`sendmmsg`, UDP GSO;
+//! a DATA packet goes out as its header and an iovec over the message's own bytes).
 //! Payloads are received straight into their bpages (direct placement: each datagram's
 //! bytes after its 56-byte header are scattered to where the engine predicts its message
 //! continues; mispredicted ones are gathered back and copied), so an in-order DATA
@@ -496,8 +497,13 @@ impl Core {
             self.send_batch.clear();
             while !self.send_batch.is_full() {
                 let buf = self.send_batch.next_buf();
-                match self.engine.poll_transmit(now, buf) {
-                    Some(t) => self.send_batch.commit(t.destination, t.tos, t.len),
+                // DATA payloads are not copied into the batch: they go out as iovecs over
+                // the message's own bytes.
+                match self.engine.poll_transmit_split(now, buf) {
+                    Some((t, payload)) => {
+                        self.send_batch
+                            .commit_split(t.destination, t.tos, t.len, payload)
+                    }
                     None => break,
                 }
             }
@@ -764,7 +770,9 @@ impl Inner {
         core.flush(now);
         // The pacer may want to send more soon: make sure the driver knows.
         if let Some(t) = core.engine.poll_timeout() {
-            if core.driver_until.is_none_or(|u| t < u) {
+            // (Without a driver there is nobody to wake: the background thread takes the
+            // role and reads the engine's timer itself.)
+            if core.driver.is_some() && core.driver_until.is_none_or(|u| t < u) {
                 self.wake();
             }
         }

@@ -15,7 +15,7 @@ use std::net::{IpAddr, SocketAddr};
 use std::os::fd::RawFd;
 use std::time::Duration;
 
-use homa_proto::engine::Unreachable;
+use homa_proto::engine::{Payload, Unreachable};
 
 pub(crate) mod raw;
 pub(crate) mod sys;
@@ -66,12 +66,16 @@ pub(crate) struct TransportOptions {
     pub(crate) socket_buffer: usize,
 }
 
-/// Packets to send, packed one after another in one buffer.
+/// Packets to send: each one's first bytes packed one after another in one buffer, and,
+/// for DATA packets from `poll_transmit_split`, the payload shared with the engine's
+/// message (sent as a second iovec: no copy).
 #[derive(Debug)]
 pub(crate) struct SendBatch {
     pub(crate) buf: Vec<u8>,
-    /// (destination: IP and Homa port, TOS byte, start, length) per packet.
+    /// (destination: IP and Homa port, TOS byte, start, length in `buf`) per packet.
     pub(crate) packets: Vec<(SocketAddr, u8, usize, usize)>,
+    /// Per packet, the payload that follows its bytes in `buf`, if any.
+    payloads: Vec<Option<Payload>>,
     max_packet: usize,
     capacity: usize,
 }
@@ -82,6 +86,7 @@ impl SendBatch {
         SendBatch {
             buf: vec![0; max_packet * capacity],
             packets: Vec::with_capacity(capacity),
+            payloads: Vec::with_capacity(capacity),
             max_packet,
             capacity,
         }
@@ -99,20 +104,48 @@ impl SendBatch {
         let at = self.packets.len() * self.max_packet;
         &mut self.buf[at..at + self.max_packet]
     }
-    /// Records that `len` bytes were written into [`next_buf`](Self::next_buf).
+    /// Records that a whole packet of `len` bytes was written into
+    /// [`next_buf`](Self::next_buf).
+    #[cfg(test)]
     pub(crate) fn commit(&mut self, dest: SocketAddr, tos: u8, len: usize) {
+        self.commit_split(dest, tos, len, None);
+    }
+    /// Records that a packet's first `len` bytes were written into
+    /// [`next_buf`](Self::next_buf), followed on the wire by `payload`.
+    pub(crate) fn commit_split(
+        &mut self,
+        dest: SocketAddr,
+        tos: u8,
+        len: usize,
+        payload: Option<Payload>,
+    ) {
         let at = self.packets.len() * self.max_packet;
         self.packets.push((dest, tos, at, len));
+        self.payloads.push(payload);
     }
-    /// Empties the batch.
+    /// Empties the batch (and lets go of the payloads).
     pub(crate) fn clear(&mut self) {
         self.packets.clear();
+        self.payloads.clear();
     }
-    /// The packets: (destination, TOS, bytes).
-    pub(crate) fn iter(&self) -> impl Iterator<Item = (SocketAddr, u8, &[u8])> + '_ {
-        self.packets
-            .iter()
-            .map(|&(d, t, at, len)| (d, t, &self.buf[at..at + len]))
+    /// Packet `i` as its bytes in the buffer and its payload (empty if none).
+    pub(crate) fn parts(&self, i: usize) -> (&[u8], &[u8]) {
+        let (_, _, at, len) = self.packets[i];
+        let payload = self.payloads[i].as_ref().map_or(&[][..], |p| p.as_slice());
+        (&self.buf[at..at + len], payload)
+    }
+    /// Length of packet `i` on the wire.
+    pub(crate) fn wire_len(&self, i: usize) -> usize {
+        let (head, payload) = self.parts(i);
+        head.len() + payload.len()
+    }
+    /// The packets: (destination, TOS, first bytes, payload).
+    pub(crate) fn iter(&self) -> impl Iterator<Item = (SocketAddr, u8, &[u8], &[u8])> + '_ {
+        (0..self.packets.len()).map(|i| {
+            let (d, t, _, _) = self.packets[i];
+            let (head, payload) = self.parts(i);
+            (d, t, head, payload)
+        })
     }
 }
 

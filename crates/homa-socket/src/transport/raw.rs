@@ -208,7 +208,7 @@ impl RawTransport {
         st.packets.clear();
         let now = Instant::now();
         let mut last: Option<(IpAddr, IpAddr)> = None;
-        for (dest, tos, bytes) in batch.iter() {
+        for (dest, tos, head, payload) in batch.iter() {
             if Family::of(dest.ip()) != self.family {
                 if !reports.contains(&(dest, Unreachable::Host)) {
                     reports.push((dest, Unreachable::Host));
@@ -238,13 +238,15 @@ impl RawTransport {
                     None => None,
                 },
             };
+            // The checksum covers the whole packet: header and payload go together here.
             let start = st.buf.len();
-            st.buf.extend_from_slice(bytes);
+            st.buf.extend_from_slice(head);
+            st.buf.extend_from_slice(payload);
             if let Some(src) = src {
                 // Fails only for packets shorter than a common header, sent as they are.
                 let _ = fill_checksum(&mut st.buf[start..], src, dest.ip());
             }
-            st.packets.push((dest, tos, start, bytes.len()));
+            st.packets.push((dest, tos, start, st.buf.len() - start));
         }
         let mut b = st.state.scratch.builder();
         st.state.ranges.clear();

@@ -334,7 +334,8 @@ fn build<'d>(
     let packets = &batch.packets;
     let mut i = start;
     while i < packets.len() {
-        let (dest, tos, _, len) = packets[i];
+        let (dest, tos, _, _) = packets[i];
+        let len = batch.wire_len(i);
         if Family::of(dest.ip()) != family {
             // This socket cannot reach the other family at all.
             if report && !reports.contains(&(dest, Unreachable::Host)) {
@@ -347,7 +348,8 @@ fn build<'d>(
         if gso && len <= GSO_MAX_SEGMENT && len > 0 {
             let mut total = len;
             while i + n < packets.len() && n < sys::GSO_MAX_SEGMENTS {
-                let (d, t, _, l) = packets[i + n];
+                let (d, t, _, _) = packets[i + n];
+                let l = batch.wire_len(i + n);
                 if d != dest || t != tos || l > len || l == 0 || total + l > GSO_MAX_BYTES {
                     break;
                 }
@@ -360,9 +362,12 @@ fn build<'d>(
             }
         }
         let segment = if n > 1 { u16::try_from(len).ok() } else { None };
-        let parts = packets[i..i + n]
-            .iter()
-            .map(|&(_, _, at, len)| batch.buf.get(at..at + len).unwrap_or(&[]));
+        let parts = (i..i + n)
+            .flat_map(|k| {
+                let (head, payload) = batch.parts(k);
+                [head, payload]
+            })
+            .filter(|part| !part.is_empty());
         b.push(family, dest, tos, segment, parts);
         ranges.push((i, n));
         i += n;
