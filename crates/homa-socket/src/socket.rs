@@ -559,35 +559,28 @@ impl Core {
         for k in 0..n {
             let (from, at, len) = batch.packets[k];
             let slot = at / slot_len;
-            let ranges = batch.scatter(slot);
-            let place = self.placements.get(slot);
-            let placed = match place {
-                Some(p) if ranges != Scatter::default() => {
-                    at == slot * slot_len
-                        && len > SCATTER_HEAD
-                        && self.engine.placement_fits(
-                            from,
-                            &batch.buf[at..at + SCATTER_HEAD],
-                            len,
-                            p,
-                        )
-                }
-                _ => false,
+            let scattered = batch.scatter(slot) != Scatter::default();
+            let Some(p) = self.placements.get(slot).filter(|_| scattered) else {
+                self.in_place.push(false);
+                continue;
             };
-            if let (false, Some(p)) = (placed, place) {
-                if ranges != Scatter::default() {
-                    // Bytes after the slot's head went to the placement: bring them back.
-                    let written = at - slot * slot_len + len;
-                    let mut dst = slot * slot_len + SCATTER_HEAD;
-                    let mut left = written.saturating_sub(SCATTER_HEAD);
-                    for (offset, span) in p.spans() {
-                        let m = span.min(left);
-                        self.engine
-                            .region()
-                            .copy_out(offset, &mut batch.buf[dst..dst + m]);
-                        dst += m;
-                        left -= m;
-                    }
+            let placed = at == slot * slot_len
+                && len > SCATTER_HEAD
+                && self
+                    .engine
+                    .placement_fits(from, &batch.buf[at..at + SCATTER_HEAD], len, p);
+            if !placed {
+                // Bytes after the slot's head went to the placement: bring them back.
+                let written = at - slot * slot_len + len;
+                let mut dst = slot * slot_len + SCATTER_HEAD;
+                let mut left = written.saturating_sub(SCATTER_HEAD);
+                for (offset, span) in p.spans() {
+                    let m = span.min(left);
+                    self.engine
+                        .region()
+                        .copy_out(offset, &mut batch.buf[dst..dst + m]);
+                    dst += m;
+                    left -= m;
                 }
             }
             self.in_place.push(placed);
