@@ -768,14 +768,27 @@ pub(crate) struct QueuedError {
     pub(crate) quoted_len: usize,
 }
 
-/// Takes one entry off the socket's error queue (`MSG_ERRQUEUE`); `None` when empty.
-pub(crate) fn recv_error(fd: RawFd) -> io::Result<Option<QueuedError>> {
-    let mut data = [0u8; 8];
-    let mut control = [0u64; 64];
+/// What one [`recvmsg_with_control`] received.
+struct RecvMsg<'c> {
+    len: usize,
+    source: Option<SocketAddr>,
+    /// The whole control buffer as bytes, and how much of it the kernel filled.
+    control: &'c [u8],
+    control_len: usize,
+}
+
+/// One `recvmsg(fd, flags)` into `buf`, with `control` (u64s, so that control messages
+/// are aligned) as the control buffer. Errors (EINTR, EAGAIN, ...) are the caller's.
+fn recvmsg_with_control<'c>(
+    fd: RawFd,
+    buf: &mut [u8],
+    control: &'c mut [u64],
+    flags: c_int,
+) -> io::Result<RecvMsg<'c>> {
     let mut name = RawAddr::empty();
     let mut iov = libc::iovec {
-        iov_base: data.as_mut_ptr().cast(),
-        iov_len: data.len(),
+        iov_base: buf.as_mut_ptr().cast(),
+        iov_len: buf.len(),
     };
     // SAFETY: msghdr is plain old data; all zeroes is valid.
     let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
@@ -784,37 +797,55 @@ pub(crate) fn recv_error(fd: RawFd) -> io::Result<Option<QueuedError>> {
     msg.msg_iov = &mut iov;
     msg.msg_iovlen = 1;
     msg.msg_control = control.as_mut_ptr().cast();
-    msg.msg_controllen = size_of::<[u64; 64]>();
-    let r = loop {
-        // SAFETY: `msg` points at live locals (name, one iovec over `data`, the control
-        // buffer), each with its true size, for the duration of the call.
-        let r = unsafe { libc::recvmsg(fd, &mut msg, libc::MSG_ERRQUEUE | libc::MSG_DONTWAIT) };
-        if r >= 0 {
-            break r as usize;
-        }
-        let e = io::Error::last_os_error();
-        match e.kind() {
-            io::ErrorKind::Interrupted => continue,
-            io::ErrorKind::WouldBlock => return Ok(None),
-            _ => return Err(e),
+    msg.msg_controllen = size_of_val(control);
+    // SAFETY: `msg` points at live locals (name, one iovec over `buf`) and the control
+    // buffer, each with its true size, for the duration of the call.
+    let r = unsafe { libc::recvmsg(fd, &mut msg, flags) };
+    if r < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    name.len = msg.msg_namelen;
+    // SAFETY: reinterpreting initialised, live u64s as bytes of the same size (u8 has no
+    // alignment or validity requirements).
+    let control_bytes: &[u8] =
+        unsafe { std::slice::from_raw_parts(control.as_ptr().cast::<u8>(), size_of_val(control)) };
+    Ok(RecvMsg {
+        len: r as usize,
+        source: name.get(),
+        control: control_bytes,
+        control_len: msg.msg_controllen,
+    })
+}
+
+/// Takes one entry off the socket's error queue (`MSG_ERRQUEUE`); `None` when empty.
+pub(crate) fn recv_error(fd: RawFd) -> io::Result<Option<QueuedError>> {
+    let mut data = [0u8; 8];
+    let mut control = [0u64; 64];
+    let got = loop {
+        match recvmsg_with_control(
+            fd,
+            &mut data,
+            &mut control,
+            libc::MSG_ERRQUEUE | libc::MSG_DONTWAIT,
+        ) {
+            Ok(got) => break got,
+            Err(e) => match e.kind() {
+                io::ErrorKind::Interrupted => continue,
+                io::ErrorKind::WouldBlock => return Ok(None),
+                _ => return Err(e),
+            },
         }
     };
-    name.len = msg.msg_namelen;
     let mut out = QueuedError {
-        dest: name.get(),
+        dest: got.source,
         errno: 0,
         origin: None,
         icmp_type: 0,
         icmp_code: 0,
         quoted: data,
-        quoted_len: r.min(data.len()),
+        quoted_len: got.len.min(data.len()),
     };
-    // SAFETY: reinterpreting an initialised, live `[u64; 64]` as bytes of the same size
-    // (u8 has no alignment or validity requirements).
-    let control_bytes: &[u8] = unsafe {
-        std::slice::from_raw_parts(control.as_ptr().cast::<u8>(), size_of::<[u64; 64]>())
-    };
-    for (level, ty, d) in cmsgs(control_bytes, msg.msg_controllen) {
+    for (level, ty, d) in cmsgs(got.control, got.control_len) {
         let is_err = (level == libc::SOL_IP && ty == libc::IP_RECVERR)
             || (level == libc::SOL_IPV6 && ty == libc::IPV6_RECVERR);
         // struct sock_extended_err { u32 ee_errno; u8 ee_origin, ee_type, ee_code,
@@ -926,31 +957,9 @@ pub(crate) mod test_util {
         buf: &mut [u8],
     ) -> io::Result<(usize, Option<SocketAddr>, Option<u8>)> {
         let mut control = [0u64; 16];
-        let mut name = RawAddr::empty();
-        let mut iov = libc::iovec {
-            iov_base: buf.as_mut_ptr().cast(),
-            iov_len: buf.len(),
-        };
-        // SAFETY: msghdr is plain old data; all zeroes is valid.
-        let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
-        msg.msg_name = name.as_mut_ptr().cast();
-        msg.msg_namelen = name.len;
-        msg.msg_iov = &mut iov;
-        msg.msg_iovlen = 1;
-        msg.msg_control = control.as_mut_ptr().cast();
-        msg.msg_controllen = size_of::<[u64; 16]>();
-        // SAFETY: `msg` points at live locals and `buf`, each with its true size.
-        let r = unsafe { libc::recvmsg(fd, &mut msg, libc::MSG_DONTWAIT) };
-        if r < 0 {
-            return Err(io::Error::last_os_error());
-        }
-        name.len = msg.msg_namelen;
-        // SAFETY: viewing an initialised `[u64; 16]` as bytes of the same size.
-        let bytes: &[u8] = unsafe {
-            std::slice::from_raw_parts(control.as_ptr().cast::<u8>(), size_of::<[u64; 16]>())
-        };
+        let got = recvmsg_with_control(fd, buf, &mut control, libc::MSG_DONTWAIT)?;
         let mut tos = None;
-        for (level, ty, d) in cmsgs(bytes, msg.msg_controllen) {
+        for (level, ty, d) in cmsgs(got.control, got.control_len) {
             if level == libc::SOL_IP && ty == libc::IP_TOS && !d.is_empty() {
                 tos = Some(d[0]);
             }
@@ -958,7 +967,7 @@ pub(crate) mod test_util {
                 tos = Some(c_int::from_ne_bytes([d[0], d[1], d[2], d[3]]) as u8);
             }
         }
-        Ok((r as usize, name.get(), tos))
+        Ok((got.len, got.source, tos))
     }
 
     /// The Internet checksum of `data`.
