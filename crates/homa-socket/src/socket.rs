@@ -24,7 +24,7 @@
 
 use std::collections::{HashMap, VecDeque};
 use std::io::IoSlice;
-use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::net::SocketAddr;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::thread::JoinHandle;
@@ -276,11 +276,7 @@ impl Socket {
     /// The local address to give peers on this host: loopback of the socket's family and
     /// its port.
     pub fn loopback_addr(&self) -> SocketAddr {
-        let ip = match self.inner.family {
-            Family::V4 => IpAddr::V4(Ipv4Addr::LOCALHOST),
-            Family::V6 => IpAddr::V6(Ipv6Addr::LOCALHOST),
-        };
-        SocketAddr::new(ip, self.inner.port)
+        SocketAddr::new(self.inner.family.loopback(), self.inner.port)
     }
 
     #[cfg(feature = "tokio")]

@@ -50,6 +50,19 @@ impl Family {
             IpAddr::V6(_) => Family::V6,
         }
     }
+
+    /// The loopback address of the family: 127.0.0.1 or ::1.
+    ///
+    /// ```
+    /// use homa_socket::transport::Family;
+    /// assert_eq!(Family::V6.loopback().to_string(), "::1");
+    /// ```
+    pub fn loopback(self) -> IpAddr {
+        match self {
+            Family::V4 => IpAddr::V4(std::net::Ipv4Addr::LOCALHOST),
+            Family::V6 => IpAddr::V6(std::net::Ipv6Addr::LOCALHOST),
+        }
+    }
 }
 
 /// How to open a transport.
@@ -103,6 +116,17 @@ impl SendBatch {
     pub(crate) fn next_buf(&mut self) -> &mut [u8] {
         let at = self.packets.len() * self.max_packet;
         &mut self.buf[at..at + self.max_packet]
+    }
+    /// A batch of whole packets `(TOS, bytes)`, all to `to`.
+    #[cfg(test)]
+    pub(crate) fn of(to: SocketAddr, packets: &[(u8, Vec<u8>)]) -> SendBatch {
+        let max = packets.iter().map(|p| p.1.len()).max().unwrap_or(1);
+        let mut batch = SendBatch::new(max, packets.len());
+        for (tos, bytes) in packets {
+            batch.next_buf()[..bytes.len()].copy_from_slice(bytes);
+            batch.commit(to, *tos, bytes.len());
+        }
+        batch
     }
     /// Records that a whole packet of `len` bytes was written into
     /// [`next_buf`](Self::next_buf).

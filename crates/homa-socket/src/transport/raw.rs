@@ -377,7 +377,6 @@ mod tests {
     use crate::transport::sys::test_util::{enable_recv_tos, inject_icmp, recv_with_tos};
     use crate::transport::TransportKind;
     use homa_proto::wire::packet_checksum;
-    use std::net::Ipv6Addr;
 
     fn options(family: Family, port: Option<u16>) -> TransportOptions {
         TransportOptions {
@@ -386,13 +385,6 @@ mod tests {
             port,
             mtu: 1500,
             socket_buffer: 8 << 20,
-        }
-    }
-
-    fn loopback(family: Family) -> IpAddr {
-        match family {
-            Family::V4 => IpAddr::V4(Ipv4Addr::LOCALHOST),
-            Family::V6 => IpAddr::V6(Ipv6Addr::LOCALHOST),
         }
     }
 
@@ -440,13 +432,7 @@ mod tests {
         to: SocketAddr,
         packets: &[(u8, Vec<u8>)],
     ) -> io::Result<Vec<(SocketAddr, Unreachable)>> {
-        let max = packets.iter().map(|p| p.1.len()).max().unwrap_or(1);
-        let mut batch = SendBatch::new(max, packets.len());
-        for (tos, bytes) in packets {
-            batch.next_buf()[..bytes.len()].copy_from_slice(bytes);
-            batch.commit(to, *tos, bytes.len());
-        }
-        from.send(&batch)
+        from.send(&SendBatch::of(to, packets))
     }
 
     /// Receives until `count` packets from `sport` to `dport` have arrived (every
@@ -482,7 +468,7 @@ mod tests {
         let client = client(family);
         let (sport, dport) = (client.local_port(), server.local_port());
         let max = client.max_packets().2;
-        let to = SocketAddr::new(loopback(family), dport);
+        let to = SocketAddr::new(family.loopback(), dport);
         let sizes = [28, 100, 1000, 1400, 9000, 30_000, max];
         let packets: Vec<(u8, Vec<u8>)> = sizes
             .iter()
@@ -492,13 +478,13 @@ mod tests {
         assert!(send(&client, to, &packets).unwrap().is_empty());
         let got = receive(&server, max, sport, dport, packets.len());
         for (i, (from, p)) in got.iter().enumerate() {
-            assert_eq!(*from, loopback(family));
+            assert_eq!(*from, family.loopback());
             let sent = &packets[i].1;
             assert_eq!(p.len(), sent.len());
             assert_eq!(p[..16], sent[..16]);
             assert_eq!(p[18..], sent[18..]);
             // The checksum was filled, with the addresses the kernel used.
-            let sum = packet_checksum(*from, loopback(family), p).unwrap();
+            let sum = packet_checksum(*from, family.loopback(), p).unwrap();
             assert_eq!(u16::from_be_bytes([p[16], p[17]]), sum, "packet {i}");
             assert_ne!(sum, 0);
         }
@@ -533,7 +519,7 @@ mod tests {
             .map(|l| (l << 5, packet(sport, dport, l, 40 + usize::from(l))))
             .collect();
         assert!(
-            send(&client, SocketAddr::new(loopback(family), dport), &packets)
+            send(&client, SocketAddr::new(family.loopback(), dport), &packets)
                 .unwrap()
                 .is_empty()
         );
@@ -618,7 +604,7 @@ mod tests {
                 sys::wait_readable(ours.raw_fd(), -1, Some(left)).unwrap();
                 reports = ours.take_unreachable().unwrap();
             }
-            let dest = SocketAddr::new(loopback(family), 1234);
+            let dest = SocketAddr::new(family.loopback(), 1234);
             assert_eq!(reports, vec![(dest, kind)], "ICMP type {ty} code {code}");
             sys::wait_readable(bystander.raw_fd(), -1, Some(Duration::from_secs(5))).unwrap();
             assert!(bystander.take_unreachable().unwrap().is_empty());
@@ -641,7 +627,7 @@ mod tests {
             let server = server(family);
             let client = client(family);
             let (sport, dport) = (client.local_port(), server.local_port());
-            let to = SocketAddr::new(loopback(family), dport);
+            let to = SocketAddr::new(family.loopback(), dport);
             let packets = [
                 (0, packet(sport, dport, 1, 200)),
                 (0, packet(sport, dport, 2, 50)),
@@ -674,7 +660,7 @@ mod tests {
             }
             let (sport, dport) = (client.local_port(), server.local_port());
             let max = client.max_packets().2;
-            let to = SocketAddr::new(loopback(family), dport);
+            let to = SocketAddr::new(family.loopback(), dport);
             send(&client, to, &[(0, packet(sport, dport, 1, max))]).unwrap();
             assert_eq!(receive(&server, max, sport, dport, 1)[0].1.len(), max);
             let err = send(&client, to, &[(0, packet(sport, dport, 1, max + 1))]).unwrap_err();

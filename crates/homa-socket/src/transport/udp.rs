@@ -612,13 +612,6 @@ mod tests {
         }
     }
 
-    fn loopback(family: Family) -> IpAddr {
-        match family {
-            Family::V4 => IpAddr::V4(Ipv4Addr::LOCALHOST),
-            Family::V6 => IpAddr::V6(Ipv6Addr::LOCALHOST),
-        }
-    }
-
     fn client(family: Family) -> UdpTransport {
         UdpTransport::open(&options(family, None)).expect("opening a client transport")
     }
@@ -663,20 +656,14 @@ mod tests {
         to: SocketAddr,
         packets: &[(u8, Vec<u8>)],
     ) -> io::Result<Vec<(SocketAddr, Unreachable)>> {
-        let max = packets.iter().map(|p| p.1.len()).max().unwrap_or(1);
-        let mut batch = SendBatch::new(max, packets.len());
-        for (tos, bytes) in packets {
-            batch.next_buf()[..bytes.len()].copy_from_slice(bytes);
-            batch.commit(to, *tos, bytes.len());
-        }
-        from.send(&batch)
+        from.send(&SendBatch::of(to, packets))
     }
 
     fn roundtrip(family: Family) {
         let server = server(family);
         let client = client(family);
         let loopback_max = client.max_packets().2;
-        let to = SocketAddr::new(loopback(family), server.local_port());
+        let to = SocketAddr::new(family.loopback(), server.local_port());
         let sizes = [
             28,
             1,
@@ -702,7 +689,7 @@ mod tests {
         got_bytes.sort();
         sent.sort();
         assert_eq!(got_bytes, sent);
-        assert!(got.iter().all(|g| g.0 == loopback(family)));
+        assert!(got.iter().all(|g| g.0 == family.loopback()));
         assert_eq!(server.truncated(), 0);
     }
 
@@ -720,7 +707,7 @@ mod tests {
         let server = server(family);
         let client = client(family);
         enable_recv_tos(server.raw_fd(), family);
-        let to = SocketAddr::new(loopback(family), server.local_port());
+        let to = SocketAddr::new(family.loopback(), server.local_port());
         let packets: Vec<(u8, Vec<u8>)> = (0..8u8)
             .map(|level| (level << 5, packet(level, 40)))
             .collect();
@@ -783,7 +770,7 @@ mod tests {
     /// A UDP port nobody listens on (bound and closed again).
     fn dead_port(family: Family) -> SocketAddr {
         let t = client(family);
-        SocketAddr::new(loopback(family), t.local_port())
+        SocketAddr::new(family.loopback(), t.local_port())
     }
 
     /// Waits until `t` has reports (via wait + take_unreachable) or 5 s pass.
@@ -825,7 +812,7 @@ mod tests {
         let client = client(family);
         let server = server(family);
         let dead = dead_port(family);
-        let live = SocketAddr::new(loopback(family), server.local_port());
+        let live = SocketAddr::new(family.loopback(), server.local_port());
         let mut reports = Vec::new();
         for round in 0..5u8 {
             reports.extend(send(&client, dead, &[(0, packet(round, 50))]).unwrap());
@@ -864,7 +851,7 @@ mod tests {
     /// quoting a packet this transport sent) become Host and Protocol reports.
     fn icmp_kinds(family: Family) {
         let client = client(family);
-        let dest = SocketAddr::new(loopback(family), 4321);
+        let dest = SocketAddr::new(family.loopback(), 4321);
         let cases: &[(u8, u8, Unreachable)] = match family {
             Family::V4 => &[
                 (3, 1, Unreachable::Host),
@@ -909,7 +896,7 @@ mod tests {
         for family in [Family::V4, Family::V6] {
             let server = server(family);
             let client = client(family);
-            let to = SocketAddr::new(loopback(family), server.local_port());
+            let to = SocketAddr::new(family.loopback(), server.local_port());
             let packets = [(0, packet(1, 200)), (0, packet(2, 50)), (0, packet(3, 100))];
             assert!(send(&client, to, &packets).unwrap().is_empty());
             let got = receive(&server, 100, 2);
@@ -932,7 +919,7 @@ mod tests {
                     .unwrap();
             }
             let max = client.max_packets().2;
-            let to = SocketAddr::new(loopback(family), server.local_port());
+            let to = SocketAddr::new(family.loopback(), server.local_port());
             send(&client, to, &[(0, packet(1, max))]).unwrap();
             assert_eq!(receive(&server, max, 1)[0].1.len(), max);
             let err = send(&client, to, &[(0, packet(1, max + 1))]).unwrap_err();
@@ -947,7 +934,7 @@ mod tests {
         for family in [Family::V4, Family::V6] {
             let server = server(family);
             let client = client(family);
-            let to = SocketAddr::new(loopback(family), server.local_port());
+            let to = SocketAddr::new(family.loopback(), server.local_port());
             let mut packets: Vec<(u8, Vec<u8>)> =
                 (0..70u8).map(|i| (0x40, packet(i, 1200))).collect();
             packets.push((0x40, packet(200, 300)));
@@ -966,7 +953,7 @@ mod tests {
         let client = client(Family::V4);
         let server = server(Family::V4);
         let v6: SocketAddr = "[::1]:1000".parse().unwrap();
-        let live = SocketAddr::new(loopback(Family::V4), server.local_port());
+        let live = SocketAddr::new(Family::V4.loopback(), server.local_port());
         let mut batch = SendBatch::new(100, 2);
         batch.commit(v6, 0, 50);
         batch.commit(live, 0, 60);
