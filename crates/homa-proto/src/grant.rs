@@ -1606,21 +1606,7 @@ mod tests {
         }
     }
 
-    /// xorshift64*: a tiny deterministic generator for the seeded test.
-    struct XorShift(u64);
-
-    impl XorShift {
-        fn next(&mut self) -> u64 {
-            self.0 ^= self.0 >> 12;
-            self.0 ^= self.0 << 25;
-            self.0 ^= self.0 >> 27;
-            self.0.wrapping_mul(0x2545_F491_4F6C_DD1D)
-        }
-
-        fn below(&mut self, n: u64) -> u64 {
-            self.next() % n
-        }
-    }
+    use crate::test_rng::XorShift;
 
     fn random_config(rng: &mut XorShift) -> Config {
         Config::builder()

@@ -30,6 +30,8 @@ mod placement;
 pub mod pool;
 pub mod region;
 mod rpc;
+#[cfg(test)]
+mod test_rng;
 pub mod time;
 mod timer;
 pub mod wire;

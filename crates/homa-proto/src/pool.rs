@@ -1108,20 +1108,7 @@ mod tests {
         assert!(err.to_string().contains("already released"));
     }
 
-    /// Tiny xorshift64* generator so the random test needs no extra dependency.
-    struct XorShift(u64);
-
-    impl XorShift {
-        fn next(&mut self) -> u64 {
-            self.0 ^= self.0 >> 12;
-            self.0 ^= self.0 << 25;
-            self.0 ^= self.0 >> 27;
-            self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
-        }
-        fn below(&mut self, n: u64) -> u64 {
-            self.next() % n
-        }
-    }
+    use crate::test_rng::XorShift;
 
     /// A length from a mix of short, medium and long messages.
     fn random_length(rng: &mut XorShift) -> u32 {
