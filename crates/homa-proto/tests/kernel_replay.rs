@@ -120,6 +120,39 @@ fn kernel_bytes(repr: Repr<'_>, src: Ipv4Addr, dst: Ipv4Addr) -> Vec<u8> {
     b
 }
 
+/// A kernel client at `sport` probes RPC `id` (RESEND of everything at priority 7, as
+/// the module sends it) on our server port 4000; returns what the engine sent, each
+/// packet checked to be addressed back to that client and RPC.
+fn kernel_probe(s: &mut Engine, now: &mut Time, sport: u16, id: u64) -> Vec<Sent> {
+    let probe = kernel_bytes(
+        Repr::Resend(ResendRepr {
+            common: CommonRepr {
+                sport,
+                dport: 4000,
+                sender_id: id,
+            },
+            offset: 0,
+            length: RESEND_ALL,
+            priority: 7,
+        }),
+        KERNEL,
+        PEER,
+    );
+    s.handle_datagram(*now, KERNEL_IP, &probe);
+    let out = drain(s, now);
+    for p in &out {
+        assert_eq!(
+            *p.repr().common(),
+            CommonRepr {
+                sport: 4000,
+                dport: sport,
+                sender_id: id + 1
+            }
+        );
+    }
+    out
+}
+
 fn region() -> Vec<u8> {
     vec![0u8; 4 << 20]
 }
@@ -384,31 +417,8 @@ fn kernel_client_is_served_granted_probed_and_acked() {
     }
 
     // A kernel client probing while we compute gets BUSY.
-    let probe = kernel_bytes(
-        Repr::Resend(ResendRepr {
-            common: CommonRepr {
-                sport: 32768,
-                dport: 4000,
-                sender_id: 2,
-            },
-            offset: 0,
-            length: RESEND_ALL,
-            priority: 7,
-        }),
-        KERNEL,
-        PEER,
-    );
-    s.handle_datagram(now, KERNEL_IP, &probe);
-    let out = drain(&mut s, &mut now);
+    let out = kernel_probe(&mut s, &mut now, 32768, 2);
     assert_eq!(kind(&out), [PacketType::Busy]);
-    assert_eq!(
-        *out[0].repr().common(),
-        CommonRepr {
-            sport: 4000,
-            dport: 32768,
-            sender_id: 3
-        }
-    );
 
     // The response, then NEED_ACK from `request_ack_ticks` after it is fully sent.
     s.release_message(now, &req).unwrap();
@@ -473,31 +483,8 @@ fn kernel_client_is_served_granted_probed_and_acked() {
     assert_eq!(s.message_bytes(&req), message_of(&frames, KERNEL, 4));
 
     // A RESEND for an RPC we never had: RPC_UNKNOWN with the ids swapped.
-    let unknown = kernel_bytes(
-        Repr::Resend(ResendRepr {
-            common: CommonRepr {
-                sport: 32770,
-                dport: 4000,
-                sender_id: 40,
-            },
-            offset: 0,
-            length: RESEND_ALL,
-            priority: 7,
-        }),
-        KERNEL,
-        PEER,
-    );
-    s.handle_datagram(now, KERNEL_IP, &unknown);
-    let out = drain(&mut s, &mut now);
+    let out = kernel_probe(&mut s, &mut now, 32770, 40);
     assert_eq!(kind(&out), [PacketType::RpcUnknown]);
-    assert_eq!(
-        *out[0].repr().common(),
-        CommonRepr {
-            sport: 4000,
-            dport: 32770,
-            sender_id: 41
-        }
-    );
 }
 
 /// Section 9.2's scenario: client 10.0.0.1:32768, id 1234, server 10.0.0.2:4000.
