@@ -102,6 +102,10 @@
 //! waiting messages to promote one. No hash map is ever iterated, so decisions are
 //! deterministic.
 
+use crate::engine::Engine;
+use crate::region::Region;
+use crate::wire::{GrantRepr, Repr};
+
 use std::collections::HashMap;
 use std::net::IpAddr;
 
@@ -894,6 +898,37 @@ impl GrantScheduler {
         if self.by_birth.is_empty() {
             assert!(self.fifo_due.is_none());
         }
+    }
+}
+
+impl<R: Region> Engine<R> {
+    /// Runs the grant scheduler if anything changed, queueing GRANTs.
+    pub(crate) fn flush_grants(&mut self, now: Time) {
+        let fifo_due = self.grants.next_fifo_time().is_some_and(|t| t <= now);
+        if !self.grants_dirty && !fifo_due {
+            return;
+        }
+        self.grants_dirty = false;
+        let mut decisions = core::mem::take(&mut self.grant_scratch);
+        decisions.clear();
+        self.grants.poll_grants(now, &mut decisions);
+        for d in &decisions {
+            let Some(rpc) = self.rpcs.get_mut(d.key) else {
+                continue;
+            };
+            let Some(m) = rpc.msgin.as_mut() else {
+                continue;
+            };
+            m.granted = m.granted.max(d.offset.min(m.length));
+            let (to, id) = (rpc.peer, rpc.id);
+            let repr = Repr::Grant(GrantRepr {
+                common: self.common_to(to, id),
+                offset: d.offset,
+                priority: d.priority,
+            });
+            self.queue_control(to, repr);
+        }
+        self.grant_scratch = decisions;
     }
 }
 

@@ -1,6 +1,13 @@
 //! Reassembly of an incoming message (PROTOCOL.md 3.3, 4.2): received ranges, gaps,
 //! and the granted offset the sender has been told about.
 
+use std::net::SocketAddr;
+
+use crate::engine::{Control, Engine, Event, Message, Placement};
+use crate::region::Region;
+use crate::rpc::{is_client_id, Rpc, RpcState};
+use crate::wire::{Ack, AckRepr, DataRepr, Repr, ResendRepr, RESEND_ALL};
+
 use crate::pool::MessageBuffers;
 use crate::Time;
 
@@ -121,6 +128,228 @@ impl InMessage {
     #[cfg(test)]
     pub(crate) fn gap_count(&self) -> usize {
         self.gaps.len()
+    }
+}
+
+impl<R: Region> Engine<R> {
+    pub(crate) fn handle_data(
+        &mut self,
+        now: Time,
+        src: SocketAddr,
+        local_id: u64,
+        d: &DataRepr<'_>,
+        placed: Option<(usize, &Placement)>,
+    ) {
+        if let Some(ack) = d.ack {
+            self.handle_ack(src.ip(), ack);
+        }
+        if let Some((len, p)) = placed {
+            if !self.placement_holds(src, local_id, d, len, p) {
+                self.stats.misplaced += 1;
+                return;
+            }
+        }
+        let payload_len = placed.map_or(d.payload.len(), |(len, _)| len);
+        let key = match self.find(src.ip(), local_id) {
+            Some(k) => k,
+            None if !is_client_id(local_id) => {
+                if !self.options.server {
+                    self.stats.requests_to_client += 1;
+                    return;
+                }
+                self.expire_tombstones(now);
+                if self.tombstone_set.contains(&(src.ip(), local_id)) {
+                    self.stats.stale_requests += 1;
+                    return;
+                }
+                let serial = self.new_serial();
+                let key = self.rpcs.insert(Rpc {
+                    id: local_id,
+                    peer: src,
+                    cookie: 0,
+                    state: RpcState::Incoming,
+                    msgout: None,
+                    msgin: None,
+                    silent_ticks: 0,
+                    done_tick: None,
+                    serial,
+                    queued: None,
+                });
+                self.server_ids.insert((src.ip(), local_id), key);
+                self.arm_timer(now);
+                key
+            }
+            None => {
+                self.stats.unknown_rpc += 1;
+                return;
+            }
+        };
+        if d.cutoff_version != self.config.cutoff_version() {
+            self.maybe_send_cutoffs(now, src, local_id);
+        }
+        let Some(rpc) = self.rpcs.get_mut(key) else {
+            return;
+        };
+        rpc.silent_ticks = 0;
+        if rpc.is_client() && rpc.state == RpcState::Outgoing {
+            rpc.state = RpcState::Incoming;
+        }
+        let serial = rpc.serial;
+        if rpc.msgin.is_none() {
+            let mut m = InMessage::new(d.message_length, d.incoming, now);
+            m.buffers = self.pool.allocate(d.message_length);
+            if m.buffers.is_none() {
+                self.stats.buffer_stalls += 1;
+                self.stalled.insert((d.message_length, serial, key));
+            }
+            rpc.msgin = Some(m);
+        }
+        let m = rpc.msgin.as_mut().expect("created above");
+        if m.length != d.message_length {
+            self.stats.length_mismatch += 1;
+            return;
+        }
+        if m.is_complete() {
+            self.stats.duplicate_data += 1;
+            return;
+        }
+        let Some(buffers) = m.buffers else {
+            self.stats.dropped_while_stalled += 1;
+            return;
+        };
+        match m.accept(d.offset, payload_len as u32) {
+            Accepted::New => {
+                // A packet cut short by the message's end or the unscheduled limit does
+                // not show the sender's segment size.
+                let end = d.offset + payload_len as u32;
+                if end != d.message_length && end != d.incoming {
+                    m.seg = m.seg.max(payload_len as u32);
+                }
+            }
+            Accepted::Duplicate => {
+                self.stats.duplicate_data += 1;
+                return;
+            }
+            Accepted::TooManyGaps => {
+                self.stats.dropped_too_many_gaps += 1;
+                return;
+            }
+        }
+        let mut at = d.offset;
+        // A placed payload is already where it belongs.
+        let mut rest = if placed.is_some() { &[][..] } else { d.payload };
+        if placed.is_some() {
+            self.stats.placed_packets += 1;
+        }
+        if self.last_data[0] != Some(key) {
+            self.last_data = [Some(key), self.last_data[0]];
+        }
+        while !rest.is_empty() {
+            let Some((region_off, contiguous)) = buffers.locate(at) else {
+                break;
+            };
+            let n = contiguous.min(rest.len());
+            self.region.write(region_off, &rest[..n]);
+            rest = &rest[n..];
+            at += n as u32;
+        }
+        let complete = m.is_complete();
+        if m.scheduled {
+            // Even once fully granted, its bytes left still rank it among the others.
+            self.grants.update_received(key, m.received);
+            self.grants_dirty = true;
+        } else if m.needs_grants() {
+            m.scheduled = true;
+            self.grants
+                .insert(key, src.ip(), m.length, m.granted, m.received, m.birth);
+            self.grants_dirty = true;
+        }
+        if complete {
+            if m.scheduled {
+                m.scheduled = false;
+                self.grants.remove(key);
+            }
+            self.deliver(key);
+        }
+    }
+
+    /// A message is complete: hand it to the application.
+    pub(crate) fn deliver(&mut self, key: u32) {
+        let Some(rpc) = self.rpcs.get_mut(key) else {
+            return;
+        };
+        let Some(buffers) = rpc.msgin.as_mut().and_then(|m| m.buffers.take()) else {
+            return;
+        };
+        let message = Message {
+            id: rpc.id,
+            peer: rpc.peer,
+            cookie: rpc.cookie,
+            buffers,
+        };
+        if rpc.is_client() {
+            let (peer, id) = (rpc.peer, rpc.id);
+            self.free_rpc(key);
+            self.events.push_back(Event::Response(message));
+            let ack = Ack {
+                client_id: id,
+                server_port: peer.port(),
+            };
+            self.timer_armed_for_acks();
+            if let Some(full) = self.peers.push_ack(peer, ack, self.ticks) {
+                let repr = Repr::Ack(AckRepr {
+                    common: self.common_to(peer, id),
+                    acks: full,
+                });
+                self.queue_control(peer, repr);
+            }
+        } else {
+            rpc.state = RpcState::InService;
+            rpc.silent_ticks = 0;
+            self.events.push_back(Event::Request(message));
+        }
+    }
+
+    /// Gives stalled messages buffer space if it is available now, restarting each with
+    /// RESEND(0, −1) at level `num_priorities − 2` (PROTOCOL.md 3.6).
+    pub(crate) fn unstall(&mut self, _now: Time) {
+        self.unstall_pending = false;
+        while let Some(&(length, serial, key)) = self.stalled.first() {
+            let Some(buffers) = self.pool.allocate(length) else {
+                break;
+            };
+            self.stalled.pop_first();
+            let Some(rpc) = self.rpcs.get_mut(key).filter(|r| r.serial == serial) else {
+                let _ = self.pool.release_all(&buffers);
+                continue;
+            };
+            let Some(m) = rpc.msgin.as_mut() else {
+                let _ = self.pool.release_all(&buffers);
+                continue;
+            };
+            m.buffers = Some(buffers);
+            rpc.silent_ticks = 0;
+            let (to, id) = (rpc.peer, rpc.id);
+            let priority = self.config.num_priorities().saturating_sub(2);
+            let repr = Repr::Resend(ResendRepr {
+                common: self.common_to(to, id),
+                offset: 0,
+                length: RESEND_ALL,
+                priority,
+            });
+            let control_priority = self.config.control_priority();
+            self.control.push_back(Control {
+                to,
+                repr,
+                priority: control_priority,
+            });
+        }
+    }
+
+    pub(crate) fn unstall_if_pending(&mut self, now: Time) {
+        if self.unstall_pending {
+            self.unstall(now);
+        }
     }
 }
 

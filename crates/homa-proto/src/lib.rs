@@ -19,8 +19,13 @@
 //! assert_eq!(pkt.common().sender_id, 1235);
 //! ```
 
+#![forbid(unsafe_code)]
+
+mod ack;
 pub mod config;
 pub mod engine;
+mod error;
+mod event;
 mod grant;
 mod incoming;
 mod outgoing;
@@ -30,10 +35,12 @@ mod placement;
 pub mod pool;
 pub mod region;
 mod rpc;
+mod stats;
 #[cfg(test)]
 mod test_rng;
 pub mod time;
 mod timer;
+mod tombstone;
 pub mod wire;
 
 pub use config::{Config, ConfigBuilder, ConfigError};

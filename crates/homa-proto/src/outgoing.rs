@@ -1,6 +1,14 @@
 //! An outgoing message: packetisation (PROTOCOL.md 3.1), unscheduled bytes and grants
 //! (3.2), and the segment boundaries retransmissions must reuse (4.2).
 
+use std::net::{IpAddr, SocketAddr};
+
+use crate::engine::{Engine, Payload, Transmit};
+use crate::region::Region;
+use crate::rpc::RpcState;
+use crate::wire::{DataRepr, GrantRepr, OffsetForm, PacketType, Repr, ResendRepr, DATA_HEADER_LEN};
+use crate::Time;
+
 /// The sending side of a message.
 use std::sync::Arc;
 
@@ -81,6 +89,340 @@ impl OutMessage {
         } else {
             false
         }
+    }
+}
+
+/// A range of an outgoing message to send again.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Retransmit {
+    pub(crate) key: u32,
+    pub(crate) serial: u64,
+    /// Start of the next segment to send.
+    pub(crate) next: u32,
+    /// Stop when `next` reaches this.
+    pub(crate) end: u32,
+    /// `incoming` field of the retransmitted packets.
+    pub(crate) incoming: u32,
+    pub(crate) priority: u8,
+}
+pub(crate) fn ip_header_len(addr: IpAddr) -> usize {
+    match addr {
+        IpAddr::V4(_) => 20,
+        IpAddr::V6(_) => 40,
+    }
+}
+
+impl<R: Region> Engine<R> {
+    /// Re-files RPC `key` in the sendable sets according to its current state.
+    pub(crate) fn refresh_sendable(&mut self, key: u32) {
+        let Some(rpc) = self.rpcs.get_mut(key) else {
+            return;
+        };
+        if let Some(old) = rpc.queued.take() {
+            self.sendable.remove(&(old, rpc.serial, key));
+            self.sendable_by_age.remove(&(rpc.serial, key));
+        }
+        if rpc.state != RpcState::Outgoing {
+            return;
+        }
+        if let Some(out) = &rpc.msgout {
+            if out.sendable() {
+                let remaining = out.remaining();
+                rpc.queued = Some(remaining);
+                self.sendable.insert((remaining, rpc.serial, key));
+                self.sendable_by_age.insert((rpc.serial, key));
+            }
+        }
+    }
+
+    pub(crate) fn handle_grant(&mut self, src: SocketAddr, local_id: u64, g: &GrantRepr) {
+        let Some(key) = self.find(src.ip(), local_id) else {
+            self.stats.unknown_rpc += 1;
+            return;
+        };
+        let top = self.config.control_priority();
+        let Some(rpc) = self.rpcs.get_mut(key) else {
+            return;
+        };
+        rpc.silent_ticks = 0;
+        if rpc.state != RpcState::Outgoing {
+            return;
+        }
+        if let Some(out) = rpc.msgout.as_mut() {
+            out.grant(g.offset);
+            out.sched_priority = g.priority.min(top);
+        }
+        self.refresh_sendable(key);
+    }
+
+    pub(crate) fn handle_resend(&mut self, src: SocketAddr, local_id: u64, r: &ResendRepr) {
+        let Some(key) = self.find(src.ip(), local_id) else {
+            let repr = Repr::RpcUnknown(self.common_to(src, local_id));
+            self.queue_control(src, repr);
+            return;
+        };
+        let top = self.config.control_priority();
+        let Some(rpc) = self.rpcs.get_mut(key) else {
+            return;
+        };
+        let serial = rpc.serial;
+        let Some(out) = rpc.msgout.as_mut() else {
+            // A server still receiving or computing: "I'm alive".
+            let repr = Repr::Busy(self.common_to(src, local_id));
+            self.queue_control(src, repr);
+            return;
+        };
+        // The client still wants (part of) the response: it is alive, so restart the
+        // wait for its ack.
+        rpc.done_tick = None;
+        let sent_end = out.next_offset;
+        let end = if r.is_all() {
+            sent_end
+        } else {
+            r.offset.saturating_add(r.length)
+        };
+        let upto = end.min(sent_end);
+        if r.offset < upto {
+            self.retransmits.push_back(Retransmit {
+                key,
+                serial,
+                next: out.segment_start(r.offset),
+                end: upto,
+                incoming: upto,
+                priority: r.priority.min(top),
+            });
+        }
+        let grew = end > out.granted && out.grant(end);
+        let busy = r.offset >= sent_end;
+        if grew {
+            self.refresh_sendable(key);
+        }
+        if busy {
+            let repr = Repr::Busy(self.common_to(src, local_id));
+            self.queue_control(src, repr);
+        }
+    }
+
+    pub(crate) fn handle_rpc_unknown(&mut self, src: SocketAddr, local_id: u64) {
+        let Some(key) = self.find(src.ip(), local_id) else {
+            self.stats.unknown_rpc += 1;
+            return;
+        };
+        let Some(rpc) = self.rpcs.get(key) else {
+            return;
+        };
+        if !rpc.is_client() {
+            // The client no longer knows the RPC.
+            self.free_rpc(key);
+            return;
+        }
+        if rpc.state != RpcState::Outgoing {
+            return;
+        }
+        // The server lost the request: send everything sent so far again, at the
+        // unscheduled level for the message length.
+        let Some(out) = rpc.msgout.as_ref() else {
+            return;
+        };
+        let priority =
+            self.peers
+                .unsched_priority(rpc.peer.ip(), out.length(), self.config.num_priorities());
+        let sent_end = out.next_offset;
+        let serial = rpc.serial;
+        if sent_end > 0 {
+            self.stats.restarts += 1;
+            self.retransmits.push_back(Retransmit {
+                key,
+                serial,
+                next: 0,
+                end: sent_end,
+                incoming: sent_end,
+                priority,
+            });
+        }
+    }
+
+    pub(crate) fn transmit(
+        &mut self,
+        now: Time,
+        buf: &mut [u8],
+        split: bool,
+    ) -> Option<(Transmit, Option<Payload>)> {
+        assert!(
+            buf.len() >= self.max_packet_size(),
+            "poll_transmit needs a buffer of max_packet_size() = {} bytes, got {}",
+            self.max_packet_size(),
+            buf.len()
+        );
+        if self.shut_down {
+            return None;
+        }
+        self.flush_grants(now);
+        if let Some(c) = self.control.pop_front() {
+            let len = c.repr.emit(buf).expect("buffer checked above");
+            return Some((
+                self.sent(now, c.to, len, c.priority, c.repr.packet_type()),
+                None,
+            ));
+        }
+        while let Some(rt) = self.retransmits.front_mut() {
+            let rt = *rt;
+            match self.emit_retransmit(now, rt, buf, split) {
+                Some(t) => return Some(t),
+                None => {
+                    self.retransmits.pop_front();
+                }
+            }
+        }
+        self.emit_new_data(now, buf, split)
+    }
+
+    /// Writes a DATA packet: whole, or (`split`) its header with the payload returned as
+    /// a [`Payload`] of `data`. Returns (bytes written, bytes on the wire, payload).
+    pub(crate) fn emit_data(
+        repr: &DataRepr<'_>,
+        data: &Arc<Vec<u8>>,
+        buf: &mut [u8],
+        split: bool,
+    ) -> (usize, usize, Option<Payload>) {
+        if split {
+            repr.emit_header(buf)
+                .expect("buffer checked by poll_transmit");
+            let start = repr.offset as usize;
+            let payload = Payload {
+                data: Arc::clone(data),
+                start,
+                end: start + repr.payload.len(),
+            };
+            (DATA_HEADER_LEN, repr.buffer_len(), Some(payload))
+        } else {
+            let len = repr.emit(buf).expect("buffer checked by poll_transmit");
+            (len, len, None)
+        }
+    }
+
+    /// Whether packets to `dest` pass through a NIC the pacer models.
+    pub(crate) fn paced(&self, dest: IpAddr) -> bool {
+        self.options.pace_loopback || !dest.is_loopback()
+    }
+
+    pub(crate) fn sent(
+        &mut self,
+        now: Time,
+        to: SocketAddr,
+        len: usize,
+        priority: u8,
+        ty: PacketType,
+    ) -> Transmit {
+        if self.paced(to.ip()) {
+            self.pacer.record(now, len, ip_header_len(to.ip()));
+        }
+        self.stats.packets_sent += 1;
+        self.stats.sent_by_type[usize::from(ty.code() - 0x10)] += 1;
+        Transmit {
+            destination: to,
+            len,
+            priority,
+            tos: self.config.tos_for_level(priority),
+            packet_type: ty,
+        }
+    }
+
+    /// Sends the next segment of retransmission `rt`; `None` when it is finished or stale.
+    pub(crate) fn emit_retransmit(
+        &mut self,
+        now: Time,
+        rt: Retransmit,
+        buf: &mut [u8],
+        split: bool,
+    ) -> Option<(Transmit, Option<Payload>)> {
+        let rpc = self.rpcs.get(rt.key).filter(|r| r.serial == rt.serial)?;
+        let out = rpc.msgout.as_ref()?;
+        if rt.next >= rt.end || rt.next >= out.length() {
+            return None;
+        }
+        let start = rt.next;
+        let end = out.segment_end(start);
+        let (to, id, length) = (rpc.peer, rpc.id, out.length());
+        let repr = DataRepr {
+            common: self.common_to(to, id),
+            message_length: length,
+            incoming: rt.incoming,
+            ack: None,
+            cutoff_version: self.peers.cutoff_version(to.ip()),
+            retransmit: true,
+            offset: start,
+            offset_form: OffsetForm::Both,
+            payload: &out.data[start as usize..end as usize],
+        };
+        let (len, wire_len, payload) = Self::emit_data(&repr, &out.data, buf, split);
+        if let Some(front) = self.retransmits.front_mut() {
+            front.next = end;
+        }
+        self.stats.retransmitted_packets += 1;
+        let mut t = self.sent(now, to, wire_len, rt.priority, PacketType::Data);
+        t.len = len;
+        Some((t, payload))
+    }
+
+    pub(crate) fn emit_new_data(
+        &mut self,
+        now: Time,
+        buf: &mut [u8],
+        split: bool,
+    ) -> Option<(Transmit, Option<Payload>)> {
+        let &(remaining, _, mut key) = self.sendable.first()?;
+        let dest = self.rpcs.get(key)?.peer.ip();
+        if remaining > self.config.defer_min_bytes() && self.paced(dest) {
+            if !self.pacer.may_send(now) {
+                return None;
+            }
+            self.fifo_credit += self.config.pacer_fifo_fraction();
+            if self.fifo_credit >= 1000 {
+                self.fifo_credit -= 1000;
+                if let Some(&(_, oldest)) = self.sendable_by_age.first() {
+                    key = oldest;
+                }
+            }
+        }
+        let num_priorities = self.config.num_priorities();
+        let rpc = self.rpcs.get(key)?;
+        let out = rpc.msgout.as_ref()?;
+        let (to, id) = (rpc.peer, rpc.id);
+        let start = out.next_offset;
+        let end = out.segment_end(start);
+        let priority = if start < out.unsched {
+            self.peers
+                .unsched_priority(to.ip(), out.length(), num_priorities)
+        } else {
+            out.sched_priority
+        };
+        let ack = if rpc.is_client() {
+            self.peers.take_ack(to)
+        } else {
+            None
+        };
+        let rpc = self.rpcs.get(key)?;
+        let out = rpc.msgout.as_ref()?;
+        let repr = DataRepr {
+            common: self.common_to(to, id),
+            message_length: out.length(),
+            incoming: out.unsched,
+            ack,
+            cutoff_version: self.peers.cutoff_version(to.ip()),
+            retransmit: false,
+            offset: start,
+            offset_form: OffsetForm::Both,
+            payload: &out.data[start as usize..end as usize],
+        };
+        let (len, wire_len, payload) = Self::emit_data(&repr, &out.data, buf, split);
+        if let Some(out) = self.rpcs.get_mut(key).and_then(|r| r.msgout.as_mut()) {
+            out.next_offset = end;
+        }
+        self.refresh_sendable(key);
+        let mut t = self.sent(now, to, wire_len, priority, PacketType::Data);
+        t.len = len;
+        Some((t, payload))
     }
 }
 

@@ -1,6 +1,10 @@
 //! Per-host state: the peer's unscheduled cutoffs (PROTOCOL.md 3.4), when we last sent
 //! it ours, and the acks waiting to be piggy-backed to it (4.5).
 
+use crate::engine::{Engine, TICK};
+use crate::region::Region;
+use crate::wire::{CutoffsRepr, Repr};
+
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
 
@@ -179,6 +183,25 @@ impl PeerTable {
 
     pub(crate) fn len(&self) -> usize {
         self.peers.len()
+    }
+}
+
+impl<R: Region> Engine<R> {
+    pub(crate) fn maybe_send_cutoffs(&mut self, now: Time, to: SocketAddr, local_id: u64) {
+        let peer = self.peers.get_mut(to.ip());
+        if peer
+            .last_cutoffs_sent
+            .is_some_and(|t| now.saturating_duration_since(t) < TICK)
+        {
+            return;
+        }
+        peer.last_cutoffs_sent = Some(now);
+        let repr = Repr::Cutoffs(CutoffsRepr {
+            common: self.common_to(to, local_id),
+            unsched_cutoffs: self.config.unsched_cutoffs(),
+            cutoff_version: self.config.cutoff_version(),
+        });
+        self.queue_control(to, repr);
     }
 }
 

@@ -1,5 +1,10 @@
 //! RPC state (PROTOCOL.md 2): ids, the two messages, and where the RPC is in its life.
 
+use std::net::IpAddr;
+
+use crate::engine::{Engine, Event, RpcError, RpcFailure, Unreachable};
+use crate::region::Region;
+
 use std::net::SocketAddr;
 
 use crate::incoming::InMessage;
@@ -94,5 +99,91 @@ impl Slab {
             .enumerate()
             .filter(|(_, s)| s.is_some())
             .map(|(k, _)| k as u32)
+    }
+}
+
+impl<R: Region> Engine<R> {
+    /// Tells the engine that `dest` is unreachable (from an ICMP error or the
+    /// transport's equivalent): client RPCs to it fail with the matching [`RpcError`],
+    /// server RPCs for it are deleted (PROTOCOL.md 4.6).
+    pub fn handle_unreachable(&mut self, dest: SocketAddr, kind: Unreachable) {
+        let error = match kind {
+            Unreachable::Port => RpcError::PortUnreachable,
+            Unreachable::Host => RpcError::HostUnreachable,
+            Unreachable::Protocol => RpcError::ProtocolUnsupported,
+        };
+        let keys: Vec<u32> = self
+            .rpcs
+            .keys()
+            .filter(|&k| {
+                self.rpcs.get(k).is_some_and(|r| {
+                    r.peer.ip() == dest.ip()
+                        && (kind != Unreachable::Port || r.peer.port() == dest.port())
+                })
+            })
+            .collect();
+        for key in keys {
+            self.fail_or_discard(key, error);
+        }
+    }
+
+    /// Ends RPC `key`: a client RPC fails with `error`, a server RPC is discarded.
+    pub(crate) fn fail_or_discard(&mut self, key: u32, error: RpcError) {
+        if let Some(rpc) = self.free_rpc(key) {
+            if rpc.is_client() {
+                self.events.push_back(Event::Failed(RpcFailure {
+                    id: rpc.id,
+                    peer: rpc.peer,
+                    cookie: rpc.cookie,
+                    error,
+                }));
+            }
+        }
+    }
+
+    /// Removes an RPC and everything that refers to it; returns it.
+    pub(crate) fn free_rpc(&mut self, key: u32) -> Option<Rpc> {
+        let rpc = self.rpcs.remove(key)?;
+        if rpc.is_client() {
+            self.client_ids.remove(&rpc.id);
+        } else {
+            self.server_ids.remove(&(rpc.peer.ip(), rpc.id));
+            if rpc.state != RpcState::Incoming {
+                self.add_tombstone(rpc.peer.ip(), rpc.id);
+            }
+        }
+        if let Some(remaining) = rpc.queued {
+            self.sendable.remove(&(remaining, rpc.serial, key));
+            self.sendable_by_age.remove(&(rpc.serial, key));
+        }
+        if let Some(out) = &rpc.msgout {
+            self.queued_bytes -= u64::from(out.length());
+        }
+        if let Some(m) = &rpc.msgin {
+            if m.scheduled {
+                self.grants.remove(key);
+                // A freed slot may promote a waiting message.
+                self.grants_dirty = true;
+            }
+            if !m.is_complete() {
+                self.stalled.remove(&(m.length, rpc.serial, key));
+                if let Some(b) = &m.buffers {
+                    // The engine still owns an incomplete message's buffers.
+                    let _ = self.pool.release_all(b);
+                }
+            }
+        }
+        if !self.stalled.is_empty() {
+            self.unstall_pending = true;
+        }
+        Some(rpc)
+    }
+
+    pub(crate) fn find(&self, from: IpAddr, local_id: u64) -> Option<u32> {
+        if is_client_id(local_id) {
+            self.client_ids.get(&local_id).copied()
+        } else {
+            self.server_ids.get(&(from, local_id)).copied()
+        }
     }
 }

@@ -1,6 +1,9 @@
 //! The 1 ms timer tick (PROTOCOL.md 4.1): silence counting, RESENDs, timeouts and
 //! NEED_ACKs.
 
+use crate::engine::Control;
+use crate::wire::{ResendRepr, RESEND_ALL};
+
 use crate::engine::{Engine, RpcError};
 use crate::region::Region;
 use crate::rpc::RpcState;
@@ -111,6 +114,36 @@ impl<R: Region> Engine<R> {
                 sender_id: first.client_id,
             };
             self.queue_control(to, Repr::Ack(crate::wire::AckRepr { common, acks }));
+        }
+    }
+}
+
+impl<R: Region> Engine<R> {
+    /// Queues the RESENDs for RPC `key`'s incoming message (PROTOCOL.md 4.2).
+    pub(crate) fn send_resends(&mut self, key: u32) {
+        let Some(rpc) = self.rpcs.get(key) else {
+            return;
+        };
+        let (to, id) = (rpc.peer, rpc.id);
+        let priority = self.config.control_priority();
+        let mut ranges: Vec<(u32, u32)> = Vec::new();
+        match &rpc.msgin {
+            Some(m) if m.buffers.is_some() => ranges.extend(m.missing()),
+            _ => ranges.push((0, 0)),
+        }
+        for (start, end) in ranges {
+            let (offset, length) = if end == 0 {
+                (0, RESEND_ALL)
+            } else {
+                (start, end - start)
+            };
+            let repr = Repr::Resend(ResendRepr {
+                common: self.common_to(to, id),
+                offset,
+                length,
+                priority,
+            });
+            self.control.push_back(Control { to, repr, priority });
         }
     }
 }

@@ -1,0 +1,70 @@
+//! Counters of everything the engine did and dropped, and diagnostic snapshots.
+
+use crate::wire::WireError;
+
+/// Counters of everything the engine did and dropped.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Stats {
+    /// Datagrams given to `handle_datagram`.
+    pub packets_received: u64,
+    /// Packets returned by `poll_transmit`.
+    pub packets_sent: u64,
+    /// Valid packets received, per type (index = code − 0x10).
+    pub received_by_type: [u64; 9],
+    /// Packets sent, per type (index = code − 0x10).
+    pub sent_by_type: [u64; 9],
+    /// Packets that failed validation (too short, unknown type, bad DATA range).
+    pub malformed: u64,
+    /// The most recent validation failure.
+    pub last_malformed: Option<WireError>,
+    /// Packets whose destination port is not this socket's.
+    pub wrong_port: u64,
+    /// Packets for RPCs this engine does not have (late duplicates, stale peers).
+    pub unknown_rpc: u64,
+    /// Request DATA received by a socket that is not a server.
+    pub requests_to_client: u64,
+    /// DATA payload already received (duplicates, overlaps).
+    pub duplicate_data: u64,
+    /// DATA whose `message_length` differs from the message's first packet.
+    pub length_mismatch: u64,
+    /// DATA dropped because its message waits for receive-buffer space.
+    pub dropped_while_stalled: u64,
+    /// DATA dropped because it would open too many gaps in its message.
+    pub dropped_too_many_gaps: u64,
+    /// Messages that had to wait for receive-buffer space.
+    pub buffer_stalls: u64,
+    /// DATA packets sent again for RESENDs or restarts.
+    pub retransmitted_packets: u64,
+    /// Requests restarted after RPC_UNKNOWN.
+    pub restarts: u64,
+    /// RPCs aborted after `timeout_ticks` of silence (client and server).
+    pub timeouts: u64,
+    /// Server RPCs freed because the client never acknowledged the response.
+    pub unacknowledged_discards: u64,
+    /// FREEZE packets (ignored).
+    pub freezes_ignored: u64,
+    /// Server RPCs freed by acks.
+    pub acked_rpcs: u64,
+    /// Request DATA for a server RPC that was recently finished (a delayed duplicate):
+    /// dropped instead of executing the request twice.
+    pub stale_requests: u64,
+    /// DATA packets whose payload the driver received straight into the receive region
+    /// ([`Engine::handle_placed`]) and that were accepted there, without a copy.
+    pub placed_packets: u64,
+    /// Packets received into a [`Placement`] that no longer
+    /// matched their message when handled (the RPC ended or restarted meanwhile): dropped,
+    /// to be asked for again like any lost packet.
+    pub misplaced: u64,
+}
+
+/// The receiver's grant state, for diagnostics and tests.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct GrantInfo {
+    /// Incoming messages that need grants.
+    pub grantable: usize,
+    /// Messages currently granted to (at most `max_overcommit`).
+    pub active: usize,
+    /// Granted but not yet received bytes over all grantable messages.
+    pub total_incoming: u64,
+}
