@@ -28,6 +28,15 @@
 //!   configuration.
 //! * `next_id`: a debugging write-only knob; the engine takes its first client id from its
 //!   constructor (random by default, PROTOCOL.md 2.3).
+//!
+//! ## Tunables the kernel does not have
+//!
+//! * `max_server_rpcs`: the most server RPCs one socket holds at once (a bound on what
+//!   a flood of requests can make it allocate); requests beyond it are dropped and
+//!   counted, and a live client retries through RPC_UNKNOWN.
+//!
+//! ## Derived values
+//!
 //! * `cutoff_version` and `max_sched_prio` are read-only in the kernel; here they are
 //!   derived from the table (see [`Config::cutoff_version`], [`Config::max_sched_prio`]).
 
@@ -299,6 +308,8 @@ tunables! {
     pacer_fifo_fraction: u32 = 50, 0, 500;
     /// Transmit buffer limit in bytes: unsent bytes of unfinished outgoing messages (default 100000000).
     wmem_max: u64 = 100_000_000, 1, 1u64 << 40;
+    /// Most server RPCs a socket holds at once; further requests are dropped and counted (default 16384; project-local, the kernel has no such cap).
+    max_server_rpcs: u32 = 16_384, 1, 100_000_000;
 }
 
 impl Default for Config {
@@ -447,6 +458,7 @@ impl ConfigBuilder {
             defer_min_bytes,
             pacer_fifo_fraction,
             wmem_max,
+            max_server_rpcs,
             dont_throttle,
             priority_map,
             unsched_cutoffs: _,
@@ -468,6 +480,7 @@ impl ConfigBuilder {
             defer_min_bytes,
             pacer_fifo_fraction,
             wmem_max,
+            max_server_rpcs,
             dont_throttle,
             priority_map,
             unsched_cutoffs: cutoffs,

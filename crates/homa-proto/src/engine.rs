@@ -77,21 +77,19 @@ pub use crate::placement::Placement;
 use crate::pool::{BufferPool, PoolError};
 use crate::region::{ReadRegion, Region};
 use crate::rpc::{is_client_id, Rpc, RpcState, Slab};
-use crate::wire::{
-    Ack, CommonRepr, PacketType, Repr, WireError, DATA_HEADER_LEN, MAX_MESSAGE_LENGTH,
-};
+use crate::wire::{CommonRepr, PacketType, Repr, WireError, DATA_HEADER_LEN, MAX_MESSAGE_LENGTH};
 use crate::{Config, Time};
 
 pub use crate::error::{EngineError, SendError};
 pub use crate::event::{Event, Message, RpcError, RpcFailure, Unreachable};
-pub use crate::stats::{GrantInfo, Stats};
+pub use crate::stats::{Footprint, GrantInfo, Stats};
 
 /// Length of one timer tick.
 pub const TICK: Duration = Duration::from_millis(1);
 /// Lowest port a client socket may use (`HOMA_MIN_DEFAULT_PORT`).
 pub const MIN_CLIENT_PORT: u16 = 0x8000;
 /// Most finished server RPCs remembered (see [`Stats::stale_requests`]).
-pub const MAX_TOMBSTONES: usize = 1 << 20;
+pub const MAX_TOMBSTONES: usize = 1 << 18;
 /// Largest Homa packet to an IPv4 peer on a 1500-byte MTU path (IP header 20).
 pub const DEFAULT_MAX_PACKET_V4: usize = 1500 - 20;
 /// Largest Homa packet to an IPv6 peer on a 1500-byte MTU path (IP header 40).
@@ -212,6 +210,11 @@ pub struct Engine<R: Region = Vec<u8>> {
     pub(crate) rpcs: Slab,
     pub(crate) client_ids: HashMap<u64, u32>,
     pub(crate) server_ids: HashMap<(IpAddr, u64), u32>,
+    /// Every RPC by (peer address, peer port, key): ICMP reports and other per-peer
+    /// work touch only that peer's RPCs.
+    pub(crate) by_peer: BTreeSet<(IpAddr, u16, u32)>,
+    /// Live server RPCs (capped at `max_server_rpcs`).
+    pub(crate) server_rpcs: usize,
     pub(crate) next_serial: u64,
     pub(crate) peers: PeerTable,
     pub(crate) grants: GrantScheduler,
@@ -298,6 +301,8 @@ impl<R: Region> Engine<R> {
             rpcs: Slab::default(),
             client_ids: HashMap::new(),
             server_ids: HashMap::new(),
+            by_peer: BTreeSet::new(),
+            server_rpcs: 0,
             next_serial: 0,
             peers: PeerTable::default(),
             grant_scratch: Vec::new(),
@@ -377,6 +382,27 @@ impl<R: Region> Engine<R> {
         }
     }
 
+    /// How much state the engine holds (table sizes and allocated room).
+    ///
+    /// ```
+    /// use homa_proto::engine::{Engine, EngineOptions};
+    /// use homa_proto::Config;
+    /// let e: Engine = Engine::new(Config::default(), EngineOptions::server(99, 1), vec![0; 1 << 21]).unwrap();
+    /// assert_eq!(e.footprint().rpcs, 0);
+    /// ```
+    pub fn footprint(&self) -> Footprint {
+        Footprint {
+            rpcs: self.rpcs.len(),
+            rpc_slots: self.rpcs.capacity(),
+            id_index_capacity: self.client_ids.capacity() + self.server_ids.capacity(),
+            tombstones: self.tombstones.len(),
+            tombstone_capacity: self.tombstones.capacity() + self.tombstone_set.capacity(),
+            peers: self.peers.len(),
+            peer_capacity: self.peers.capacity(),
+            events: self.events.len(),
+            retransmits: self.retransmits.len(),
+        }
+    }
     /// The buffer size [`poll_transmit`](Self::poll_transmit) needs.
     pub fn max_packet_size(&self) -> usize {
         let loopback = self.options.max_packet_loopback.unwrap_or(0);
@@ -465,7 +491,7 @@ impl<R: Region> Engine<R> {
             self.config.unsched_bytes(),
             self.max_seg(dest.ip()),
         );
-        let key = self.rpcs.insert(Rpc {
+        let key = self.insert_rpc(Rpc {
             id,
             peer: dest,
             cookie,
@@ -477,7 +503,6 @@ impl<R: Region> Engine<R> {
             serial,
             queued: None,
         });
-        self.client_ids.insert(id, key);
         self.refresh_sendable(key);
         self.arm_timer(now);
         Ok(id)
@@ -623,6 +648,11 @@ impl<R: Region> Engine<R> {
             self.stats.wrong_port += 1;
             return;
         }
+        if common.sport == 0 {
+            // Port 0 is reserved (PROTOCOL.md 2.2): nothing can be sent back to it.
+            self.stats.bad_source_port += 1;
+            return;
+        }
         let src = SocketAddr::new(from, common.sport);
         let local_id = common.sender_id ^ 1;
         match repr {
@@ -630,29 +660,11 @@ impl<R: Region> Engine<R> {
             Repr::Grant(g) => self.handle_grant(src, local_id, &g),
             Repr::Resend(r) => self.handle_resend(src, local_id, &r),
             Repr::RpcUnknown(_) => self.handle_rpc_unknown(src, local_id),
-            Repr::Busy(_) => match self.find(from, local_id).and_then(|k| self.rpcs.get_mut(k)) {
-                Some(rpc) => rpc.silent_ticks = 0,
-                None => self.stats.unknown_rpc += 1,
-            },
-            Repr::Cutoffs(c) => {
-                self.peers
-                    .get_mut(from)
-                    .set_cutoffs(c.unsched_cutoffs, c.cutoff_version);
-            }
+            Repr::Busy(_) => self.handle_busy(src, local_id),
+            Repr::Cutoffs(c) => self.handle_cutoffs(from, &c),
             Repr::Freeze(_) => self.stats.freezes_ignored += 1,
             Repr::NeedAck(_) => self.handle_need_ack(src, local_id),
-            Repr::Ack(a) => {
-                for ack in a.acks.as_slice() {
-                    self.handle_ack(from, *ack);
-                }
-                self.handle_ack(
-                    from,
-                    Ack {
-                        client_id: common.sender_id,
-                        server_port: self.options.port,
-                    },
-                );
-            }
+            Repr::Ack(a) => self.handle_ack_packet(src, &a),
         }
         self.unstall_if_pending(now);
     }

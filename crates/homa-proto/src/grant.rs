@@ -920,6 +920,7 @@ impl<R: Region> Engine<R> {
                 continue;
             };
             m.granted = m.granted.max(d.offset.min(m.length));
+            m.grant_priority = d.priority;
             let (to, id) = (rpc.peer, rpc.id);
             let repr = Repr::Grant(GrantRepr {
                 common: self.common_to(to, id),

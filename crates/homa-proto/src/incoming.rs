@@ -5,8 +5,8 @@ use std::net::SocketAddr;
 
 use crate::engine::{Control, Engine, Event, Message, Placement};
 use crate::region::Region;
-use crate::rpc::{is_client_id, Rpc, RpcState};
-use crate::wire::{Ack, AckRepr, DataRepr, Repr, ResendRepr, RESEND_ALL};
+use crate::rpc::{is_client_id, Lookup, Rpc, RpcState};
+use crate::wire::{DataRepr, Repr, ResendRepr, RESEND_ALL};
 
 use crate::pool::MessageBuffers;
 use crate::Time;
@@ -50,6 +50,8 @@ pub(crate) struct InMessage {
     /// which [`Engine::placements`](crate::engine::Engine::placements) predicts where
     /// the next packets start.
     pub(crate) seg: u32,
+    /// Priority of the last GRANT sent for it (repeated by keep-alive grants).
+    pub(crate) grant_priority: u8,
 }
 
 impl InMessage {
@@ -64,6 +66,7 @@ impl InMessage {
             birth,
             scheduled: false,
             seg: 0,
+            grant_priority: 0,
         }
     }
 
@@ -141,7 +144,7 @@ impl<R: Region> Engine<R> {
         placed: Option<(usize, &Placement)>,
     ) {
         if let Some(ack) = d.ack {
-            self.handle_ack(src.ip(), ack);
+            self.handle_ack(src, ack);
         }
         if let Some((len, p)) = placed {
             if !self.placement_holds(src, local_id, d, len, p) {
@@ -150,39 +153,23 @@ impl<R: Region> Engine<R> {
             }
         }
         let payload_len = placed.map_or(d.payload.len(), |(len, _)| len);
-        let key = match self.find(src.ip(), local_id) {
-            Some(k) => k,
-            None if !is_client_id(local_id) => {
-                if !self.options.server {
-                    self.stats.requests_to_client += 1;
-                    return;
-                }
-                self.expire_tombstones(now);
-                if self.tombstone_set.contains(&(src.ip(), local_id)) {
-                    self.stats.stale_requests += 1;
-                    return;
-                }
-                let serial = self.new_serial();
-                let key = self.rpcs.insert(Rpc {
-                    id: local_id,
-                    peer: src,
-                    cookie: 0,
-                    state: RpcState::Incoming,
-                    msgout: None,
-                    msgin: None,
-                    silent_ticks: 0,
-                    done_tick: None,
-                    serial,
-                    queued: None,
-                });
-                self.server_ids.insert((src.ip(), local_id), key);
-                self.arm_timer(now);
-                key
-            }
-            None => {
+        let key = match self.lookup(src, local_id) {
+            Lookup::Found(k) => k,
+            Lookup::Forged => return,
+            Lookup::Unknown if is_client_id(local_id) => {
+                // A response for an RPC this client no longer has (aborted, or finished
+                // and this is a late copy). The kernel drops it silently (PROTOCOL.md
+                // 4.3); answering RPC_UNKNOWN lets the server free its RPC at once
+                // instead of holding it (and its transmit memory) until it times out.
                 self.stats.unknown_rpc += 1;
+                let repr = Repr::RpcUnknown(self.common_to(src, local_id));
+                self.queue_control(src, repr);
                 return;
             }
+            Lookup::Unknown => match self.new_server_rpc(now, src, local_id) {
+                Some(k) => k,
+                None => return,
+            },
         };
         if d.cutoff_version != self.config.cutoff_version() {
             self.maybe_send_cutoffs(now, src, local_id);
@@ -196,7 +183,11 @@ impl<R: Region> Engine<R> {
         }
         let serial = rpc.serial;
         if rpc.msgin.is_none() {
-            let mut m = InMessage::new(d.message_length, d.incoming, now);
+            // Bytes the sender sent are bytes it was allowed to send: a first packet whose
+            // `incoming` is below its own end (or 0) is taken as granted up to that end,
+            // so the message is tracked like any other (and times out if nothing follows).
+            let first_end = d.offset.saturating_add(payload_len as u32);
+            let mut m = InMessage::new(d.message_length, d.incoming.max(first_end), now);
             m.buffers = self.pool.allocate(d.message_length);
             if m.buffers.is_none() {
                 self.stats.buffer_stalls += 1;
@@ -273,6 +264,42 @@ impl<R: Region> Engine<R> {
         }
     }
 
+    /// Creates the server RPC for the first DATA packet of a new request, unless the
+    /// socket is not a server, the request was recently finished (a delayed duplicate),
+    /// or the socket already holds `max_server_rpcs` server RPCs (each refusal counted).
+    fn new_server_rpc(&mut self, now: Time, src: SocketAddr, local_id: u64) -> Option<u32> {
+        if !self.options.server {
+            self.stats.requests_to_client += 1;
+            return None;
+        }
+        self.expire_tombstones(now);
+        if self.tombstone_set.contains(&(src.ip(), local_id)) {
+            self.stats.stale_requests += 1;
+            return None;
+        }
+        if self.server_rpcs >= self.config.max_server_rpcs() as usize {
+            // Dropped like a lost packet: a live client probes, gets RPC_UNKNOWN and
+            // restarts the request when there is room again.
+            self.stats.server_rpc_limit += 1;
+            return None;
+        }
+        let serial = self.new_serial();
+        let key = self.insert_rpc(Rpc {
+            id: local_id,
+            peer: src,
+            cookie: 0,
+            state: RpcState::Incoming,
+            msgout: None,
+            msgin: None,
+            silent_ticks: 0,
+            done_tick: None,
+            serial,
+            queued: None,
+        });
+        self.arm_timer(now);
+        Some(key)
+    }
+
     /// A message is complete: hand it to the application.
     pub(crate) fn deliver(&mut self, key: u32) {
         let Some(rpc) = self.rpcs.get_mut(key) else {
@@ -291,18 +318,7 @@ impl<R: Region> Engine<R> {
             let (peer, id) = (rpc.peer, rpc.id);
             self.free_rpc(key);
             self.events.push_back(Event::Response(message));
-            let ack = Ack {
-                client_id: id,
-                server_port: peer.port(),
-            };
-            self.timer_armed_for_acks();
-            if let Some(full) = self.peers.push_ack(peer, ack, self.ticks) {
-                let repr = Repr::Ack(AckRepr {
-                    common: self.common_to(peer, id),
-                    acks: full,
-                });
-                self.queue_control(peer, repr);
-            }
+            self.queue_ack(peer, id);
         } else {
             rpc.state = RpcState::InService;
             rpc.silent_ticks = 0;

@@ -5,7 +5,7 @@ use std::net::{IpAddr, SocketAddr};
 
 use crate::engine::{Engine, Payload, Transmit};
 use crate::region::Region;
-use crate::rpc::RpcState;
+use crate::rpc::{Lookup, RpcState};
 use crate::wire::{DataRepr, GrantRepr, OffsetForm, PacketType, Repr, ResendRepr, DATA_HEADER_LEN};
 use crate::Time;
 
@@ -92,6 +92,9 @@ impl OutMessage {
     }
 }
 
+/// Most retransmission ranges queued at once (see `retransmit_room`).
+pub(crate) const MAX_RETRANSMITS: usize = 4096;
+
 /// A range of an outgoing message to send again.
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct Retransmit {
@@ -135,10 +138,15 @@ impl<R: Region> Engine<R> {
         }
     }
 
+    /// GRANT: the receiver allows more bytes of our message, at a priority.
     pub(crate) fn handle_grant(&mut self, src: SocketAddr, local_id: u64, g: &GrantRepr) {
-        let Some(key) = self.find(src.ip(), local_id) else {
-            self.stats.unknown_rpc += 1;
-            return;
+        let key = match self.lookup(src, local_id) {
+            Lookup::Found(k) => k,
+            Lookup::Forged => return,
+            Lookup::Unknown => {
+                self.stats.unknown_rpc += 1;
+                return;
+            }
         };
         let top = self.config.control_priority();
         let Some(rpc) = self.rpcs.get_mut(key) else {
@@ -155,13 +163,19 @@ impl<R: Region> Engine<R> {
         self.refresh_sendable(key);
     }
 
+    /// RESEND: the receiver misses bytes of our message (PROTOCOL.md 4.2, sender side).
     pub(crate) fn handle_resend(&mut self, src: SocketAddr, local_id: u64, r: &ResendRepr) {
-        let Some(key) = self.find(src.ip(), local_id) else {
-            let repr = Repr::RpcUnknown(self.common_to(src, local_id));
-            self.queue_control(src, repr);
-            return;
+        let key = match self.lookup(src, local_id) {
+            Lookup::Found(k) => k,
+            Lookup::Forged => return,
+            Lookup::Unknown => {
+                let repr = Repr::RpcUnknown(self.common_to(src, local_id));
+                self.queue_control(src, repr);
+                return;
+            }
         };
         let top = self.config.control_priority();
+        let room = self.retransmits.len() < MAX_RETRANSMITS;
         let Some(rpc) = self.rpcs.get_mut(key) else {
             return;
         };
@@ -182,7 +196,9 @@ impl<R: Region> Engine<R> {
             r.offset.saturating_add(r.length)
         };
         let upto = end.min(sent_end);
-        if r.offset < upto {
+        if r.offset < upto && !room {
+            self.stats.retransmits_dropped += 1;
+        } else if r.offset < upto {
             self.retransmits.push_back(Retransmit {
                 key,
                 serial,
@@ -203,10 +219,16 @@ impl<R: Region> Engine<R> {
         }
     }
 
+    /// RPC_UNKNOWN: the peer does not know the RPC (PROTOCOL.md 4.3). A client restarts
+    /// its request; a server frees the RPC.
     pub(crate) fn handle_rpc_unknown(&mut self, src: SocketAddr, local_id: u64) {
-        let Some(key) = self.find(src.ip(), local_id) else {
-            self.stats.unknown_rpc += 1;
-            return;
+        let key = match self.lookup(src, local_id) {
+            Lookup::Found(k) => k,
+            Lookup::Forged => return,
+            Lookup::Unknown => {
+                self.stats.unknown_rpc += 1;
+                return;
+            }
         };
         let Some(rpc) = self.rpcs.get(key) else {
             return;
@@ -229,7 +251,7 @@ impl<R: Region> Engine<R> {
                 .unsched_priority(rpc.peer.ip(), out.length(), self.config.num_priorities());
         let sent_end = out.next_offset;
         let serial = rpc.serial;
-        if sent_end > 0 {
+        if sent_end > 0 && self.retransmit_room() {
             self.stats.restarts += 1;
             self.retransmits.push_back(Retransmit {
                 key,
@@ -239,6 +261,18 @@ impl<R: Region> Engine<R> {
                 incoming: sent_end,
                 priority,
             });
+        }
+    }
+
+    /// Whether another retransmission range may be queued: at most
+    /// [`MAX_RETRANSMITS`] wait, so a peer that floods RESENDs cannot grow the queue
+    /// without bound (a dropped range is asked for again by the peer's next RESEND).
+    fn retransmit_room(&mut self) -> bool {
+        if self.retransmits.len() < MAX_RETRANSMITS {
+            true
+        } else {
+            self.stats.retransmits_dropped += 1;
+            false
         }
     }
 
@@ -371,20 +405,7 @@ impl<R: Region> Engine<R> {
         buf: &mut [u8],
         split: bool,
     ) -> Option<(Transmit, Option<Payload>)> {
-        let &(remaining, _, mut key) = self.sendable.first()?;
-        let dest = self.rpcs.get(key)?.peer.ip();
-        if remaining > self.config.defer_min_bytes() && self.paced(dest) {
-            if !self.pacer.may_send(now) {
-                return None;
-            }
-            self.fifo_credit += self.config.pacer_fifo_fraction();
-            if self.fifo_credit >= 1000 {
-                self.fifo_credit -= 1000;
-                if let Some(&(_, oldest)) = self.sendable_by_age.first() {
-                    key = oldest;
-                }
-            }
-        }
+        let key = self.pick_sendable(now)?;
         let num_priorities = self.config.num_priorities();
         let rpc = self.rpcs.get(key)?;
         let out = rpc.msgout.as_ref()?;

@@ -1,4 +1,5 @@
-//! The sender's NIC-backlog pacer (PROTOCOL.md 3.5, the pacer-thread model).
+//! The sender's NIC-backlog pacer (PROTOCOL.md 3.5, the pacer-thread model), and the
+//! choice of which message sends next (SRPT with the pacer's FIFO share).
 //!
 //! The engine keeps an estimate of when the NIC will have drained everything handed to
 //! it so far (`link_idle`), at `link_mbps` under-estimated by 1 %. A DATA packet of a
@@ -8,6 +9,8 @@
 //! Control packets, short messages and retransmissions are never deferred, but their
 //! bytes are counted in the estimate.
 
+use crate::engine::Engine;
+use crate::region::Region;
 use crate::wire::ETH_OVERHEAD;
 use crate::{Config, Time};
 
@@ -56,6 +59,32 @@ impl Pacer {
                 .as_nanos()
                 .saturating_sub(self.max_backlog_ns),
         )
+    }
+}
+
+impl<R: Region> Engine<R> {
+    /// Which RPC sends the next new DATA packet, if any may go now: the one with the
+    /// fewest bytes left (sender SRPT, PROTOCOL.md 3.5); a packet of a message with more
+    /// than `defer_min_bytes` left to a paced destination waits while the NIC backlog
+    /// is too long, and `pacer_fifo_fraction` thousandths of such packets go to the
+    /// oldest sendable message instead, so long messages cannot starve.
+    pub(crate) fn pick_sendable(&mut self, now: Time) -> Option<u32> {
+        let &(remaining, _, key) = self.sendable.first()?;
+        let dest = self.rpcs.get(key)?.peer.ip();
+        if remaining <= self.config.defer_min_bytes() || !self.paced(dest) {
+            return Some(key);
+        }
+        if !self.pacer.may_send(now) {
+            return None;
+        }
+        self.fifo_credit += self.config.pacer_fifo_fraction();
+        if self.fifo_credit >= 1000 {
+            self.fifo_credit -= 1000;
+            if let Some(&(_, oldest)) = self.sendable_by_age.first() {
+                return Some(oldest);
+            }
+        }
+        Some(key)
     }
 }
 

@@ -120,12 +120,35 @@ pub(crate) struct PeerTable {
 }
 
 impl PeerTable {
-    /// The peer for `addr`, created if needed (evicting idle peers past [`MAX_PEERS`]).
+    /// The peer for `addr`, created if needed. When the table is full, idle peers (no
+    /// pending acks) are forgotten until it is half full, so packets from many addresses
+    /// cost amortised O(1) each and cannot grow the table without bound.
     pub(crate) fn get_mut(&mut self, addr: IpAddr) -> &mut Peer {
         if self.peers.len() >= MAX_PEERS && !self.peers.contains_key(&addr) {
-            self.peers.retain(|_, p| p.has_pending_acks());
+            let mut excess = self.peers.len() - MAX_PEERS / 2;
+            self.peers.retain(|_, p| {
+                if excess > 0 && !p.has_pending_acks() {
+                    excess -= 1;
+                    false
+                } else {
+                    true
+                }
+            });
+            self.peers.shrink_to(MAX_PEERS);
         }
         self.peers.entry(addr).or_insert_with(Peer::new)
+    }
+
+    /// Gives back memory after many peers were forgotten.
+    pub(crate) fn shrink(&mut self) {
+        if self.peers.capacity() > 4 * self.peers.len() + 64 {
+            self.peers.shrink_to(2 * self.peers.len());
+        }
+    }
+
+    /// Peers allocated room for.
+    pub(crate) fn capacity(&self) -> usize {
+        self.peers.capacity()
     }
 
     /// Unscheduled level for a message to `dest`.
@@ -187,6 +210,15 @@ impl PeerTable {
 }
 
 impl<R: Region> Engine<R> {
+    /// CUTOFFS from `from`: remember its table and version (echoed in our DATA to it).
+    pub(crate) fn handle_cutoffs(&mut self, from: IpAddr, c: &CutoffsRepr) {
+        self.peers
+            .get_mut(from)
+            .set_cutoffs(c.unsched_cutoffs, c.cutoff_version);
+    }
+
+    /// Sends our CUTOFFS to a peer whose DATA carried another version, at most once a
+    /// tick per peer.
     pub(crate) fn maybe_send_cutoffs(&mut self, now: Time, to: SocketAddr, local_id: u64) {
         let peer = self.peers.get_mut(to.ip());
         if peer

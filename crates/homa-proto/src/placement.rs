@@ -28,6 +28,7 @@ use std::net::{IpAddr, SocketAddr};
 use crate::engine::Engine;
 use crate::pool::MessageBuffers;
 use crate::region::Region;
+use crate::rpc::same_endpoint;
 use crate::wire::DataRepr;
 use crate::Time;
 
@@ -170,7 +171,7 @@ impl<R: Region> Engine<R> {
             return false;
         };
         d.common.dport == self.port()
-            && SocketAddr::new(from, d.common.sport) == placement.peer
+            && same_endpoint(SocketAddr::new(from, d.common.sport), placement.peer)
             && d.common.sender_id ^ 1 == placement.local_id
             && d.offset == placement.offset
             && payload_len <= placement.capacity()
@@ -225,8 +226,8 @@ impl<R: Region> Engine<R> {
         };
         rpc.serial == p.serial
             && rpc.id == local_id
-            && rpc.peer == src
-            && p.peer == src
+            && same_endpoint(rpc.peer, src)
+            && same_endpoint(p.peer, src)
             && m.length == d.message_length
             && d.offset == p.offset
             && len <= p.capacity()

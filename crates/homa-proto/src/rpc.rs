@@ -1,14 +1,25 @@
-//! RPC state (PROTOCOL.md 2): ids, the two messages, and where the RPC is in its life.
+//! RPC state (PROTOCOL.md 2): ids, the two messages, where the RPC is in its life; the
+//! table that holds RPCs and its indexes (by id, and by peer for ICMP reports); looking
+//! an RPC up for a received packet, which checks that the packet comes from the RPC's
+//! peer (address and Homa port); freeing RPCs; the cap on server RPCs.
+//!
+//! **Source check.** The kernel matches a client RPC by id alone and a server RPC by
+//! client address and id (PROTOCOL.md 2.3), so anyone who can guess an id can inject a
+//! response, acknowledge, cancel or keep alive someone else's RPC. Here every packet for
+//! an existing RPC must come from the address *and* Homa port the RPC talks to (the
+//! request's destination for a client RPC, the request's source for a server RPC);
+//! anything else is dropped and counted in [`Stats::forged`](crate::engine::Stats::forged).
+//! The Linux module sends every packet of an RPC from the port the RPC uses, so this
+//! stays interoperable.
 
-use std::net::IpAddr;
+use std::cmp::Reverse;
+use std::collections::BinaryHeap;
+use std::net::{IpAddr, SocketAddr};
 
 use crate::engine::{Engine, Event, RpcError, RpcFailure, Unreachable};
-use crate::region::Region;
-
-use std::net::SocketAddr;
-
 use crate::incoming::InMessage;
 use crate::outgoing::OutMessage;
+use crate::region::Region;
 
 /// Whether an id names the client side (even) or the server side (odd) of an RPC.
 pub(crate) fn is_client_id(id: u64) -> bool {
@@ -53,18 +64,20 @@ impl Rpc {
     }
 }
 
-/// A simple slab: RPCs live at stable indices (`u32` keys) reused after removal.
+/// A slab: RPCs live at stable indices (`u32` keys); the lowest free key is reused first,
+/// so after a burst the live keys sit at the front and [`shrink`](Self::shrink) can hand
+/// the rest of the memory back.
 #[derive(Debug, Default)]
 pub(crate) struct Slab {
     slots: Vec<Option<Rpc>>,
-    free: Vec<u32>,
+    free: BinaryHeap<Reverse<u32>>,
     len: usize,
 }
 
 impl Slab {
     pub(crate) fn insert(&mut self, rpc: Rpc) -> u32 {
         self.len += 1;
-        if let Some(k) = self.free.pop() {
+        if let Some(Reverse(k)) = self.free.pop() {
             self.slots[k as usize] = Some(rpc);
             k
         } else {
@@ -75,7 +88,7 @@ impl Slab {
 
     pub(crate) fn remove(&mut self, key: u32) -> Option<Rpc> {
         let rpc = self.slots.get_mut(key as usize)?.take()?;
-        self.free.push(key);
+        self.free.push(Reverse(key));
         self.len -= 1;
         Some(rpc)
     }
@@ -92,6 +105,11 @@ impl Slab {
         self.len
     }
 
+    /// Slots allocated (live or free).
+    pub(crate) fn capacity(&self) -> usize {
+        self.slots.capacity()
+    }
+
     /// Keys of every live RPC.
     pub(crate) fn keys(&self) -> impl Iterator<Item = u32> + '_ {
         self.slots
@@ -100,28 +118,109 @@ impl Slab {
             .filter(|(_, s)| s.is_some())
             .map(|(k, _)| k as u32)
     }
+
+    /// Drops free slots at the end and gives back memory well beyond what is used.
+    pub(crate) fn shrink(&mut self) {
+        while self.slots.last().is_some_and(|s| s.is_none()) {
+            self.slots.pop();
+        }
+        let end = self.slots.len() as u32;
+        self.free.retain(|&Reverse(k)| k < end);
+        if self.slots.capacity() > 2 * self.slots.len() + 64 {
+            self.slots
+                .shrink_to(self.slots.len() + self.slots.len() / 2);
+            self.free.shrink_to_fit();
+        }
+    }
+}
+
+/// What a received packet's source and id name.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Lookup {
+    /// The RPC, and the packet comes from its peer.
+    Found(u32),
+    /// No RPC has this id (for this client address, on a server).
+    Unknown,
+    /// An RPC has this id but talks to another address or port: the packet is forged
+    /// (or misdirected); it was counted.
+    Forged,
+}
+
+/// Whether `a` and `b` are the same address and port (IPv6 flow labels and scope ids,
+/// which received packets do not carry, are ignored).
+pub(crate) fn same_endpoint(a: SocketAddr, b: SocketAddr) -> bool {
+    a.ip() == b.ip() && a.port() == b.port()
+}
+
+/// The range of `by_peer` entries of one host (all ports).
+fn host_range(ip: IpAddr) -> std::ops::RangeInclusive<(IpAddr, u16, u32)> {
+    (ip, 0, 0)..=(ip, u16::MAX, u32::MAX)
 }
 
 impl<R: Region> Engine<R> {
+    /// Files a new RPC in the table and its indexes; returns its key.
+    pub(crate) fn insert_rpc(&mut self, rpc: Rpc) -> u32 {
+        let (id, peer, client) = (rpc.id, rpc.peer, rpc.is_client());
+        let key = self.rpcs.insert(rpc);
+        if client {
+            self.client_ids.insert(id, key);
+        } else {
+            self.server_ids.insert((peer.ip(), id), key);
+            self.server_rpcs += 1;
+        }
+        self.by_peer.insert((peer.ip(), peer.port(), key));
+        key
+    }
+
+    /// The RPC a packet from `src` with local id `local_id` belongs to. A server RPC hears
+    /// from its client: any packet for it resets its silence count.
+    pub(crate) fn lookup(&mut self, src: SocketAddr, local_id: u64) -> Lookup {
+        let key = if is_client_id(local_id) {
+            self.client_ids.get(&local_id)
+        } else {
+            self.server_ids.get(&(src.ip(), local_id))
+        };
+        let Some(&key) = key else {
+            return Lookup::Unknown;
+        };
+        match self.rpcs.get_mut(key) {
+            Some(rpc) if same_endpoint(rpc.peer, src) => {
+                if !rpc.is_client() {
+                    rpc.silent_ticks = 0;
+                }
+                Lookup::Found(key)
+            }
+            Some(_) => {
+                self.stats.forged += 1;
+                Lookup::Forged
+            }
+            None => Lookup::Unknown,
+        }
+    }
+
     /// Tells the engine that `dest` is unreachable (from an ICMP error or the
     /// transport's equivalent): client RPCs to it fail with the matching [`RpcError`],
-    /// server RPCs for it are deleted (PROTOCOL.md 4.6).
+    /// server RPCs for it are deleted (PROTOCOL.md 4.6). Costs O(log n) plus the RPCs of
+    /// that host, whatever the number of other RPCs.
     pub fn handle_unreachable(&mut self, dest: SocketAddr, kind: Unreachable) {
         let error = match kind {
             Unreachable::Port => RpcError::PortUnreachable,
             Unreachable::Host => RpcError::HostUnreachable,
             Unreachable::Protocol => RpcError::ProtocolUnsupported,
         };
-        let keys: Vec<u32> = self
-            .rpcs
-            .keys()
-            .filter(|&k| {
-                self.rpcs.get(k).is_some_and(|r| {
-                    r.peer.ip() == dest.ip()
-                        && (kind != Unreachable::Port || r.peer.port() == dest.port())
-                })
-            })
-            .collect();
+        let ip = dest.ip();
+        let keys: Vec<u32> = match kind {
+            Unreachable::Port => self
+                .by_peer
+                .range((ip, dest.port(), 0)..=(ip, dest.port(), u32::MAX))
+                .map(|&(_, _, k)| k)
+                .collect(),
+            _ => self
+                .by_peer
+                .range(host_range(ip))
+                .map(|&(_, _, k)| k)
+                .collect(),
+        };
         for key in keys {
             self.fail_or_discard(key, error);
         }
@@ -144,10 +243,12 @@ impl<R: Region> Engine<R> {
     /// Removes an RPC and everything that refers to it; returns it.
     pub(crate) fn free_rpc(&mut self, key: u32) -> Option<Rpc> {
         let rpc = self.rpcs.remove(key)?;
+        self.by_peer.remove(&(rpc.peer.ip(), rpc.peer.port(), key));
         if rpc.is_client() {
             self.client_ids.remove(&rpc.id);
         } else {
             self.server_ids.remove(&(rpc.peer.ip(), rpc.id));
+            self.server_rpcs -= 1;
             if rpc.state != RpcState::Incoming {
                 self.add_tombstone(rpc.peer.ip(), rpc.id);
             }
@@ -179,11 +280,28 @@ impl<R: Region> Engine<R> {
         Some(rpc)
     }
 
-    pub(crate) fn find(&self, from: IpAddr, local_id: u64) -> Option<u32> {
-        if is_client_id(local_id) {
-            self.client_ids.get(&local_id).copied()
-        } else {
-            self.server_ids.get(&(from, local_id)).copied()
-        }
+    /// Gives back memory the RPC table and its indexes no longer need (after a burst of
+    /// RPCs, e.g. a flood of requests).
+    pub(crate) fn compact_rpcs(&mut self) {
+        self.rpcs.shrink();
+        shrink_map(&mut self.client_ids);
+        shrink_map(&mut self.server_ids);
+        shrink_deque(&mut self.events);
+        shrink_deque(&mut self.control);
+        shrink_deque(&mut self.retransmits);
+    }
+}
+
+/// Shrinks a map whose capacity is far above its length.
+pub(crate) fn shrink_map<K: std::hash::Hash + Eq, V>(m: &mut std::collections::HashMap<K, V>) {
+    if m.capacity() > 4 * m.len() + 64 {
+        m.shrink_to(2 * m.len());
+    }
+}
+
+/// Shrinks a queue whose capacity is far above its length.
+pub(crate) fn shrink_deque<T>(q: &mut std::collections::VecDeque<T>) {
+    if q.capacity() > 4 * q.len() + 64 {
+        q.shrink_to(2 * q.len());
     }
 }

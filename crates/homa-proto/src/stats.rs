@@ -22,6 +22,23 @@ pub struct Stats {
     pub wrong_port: u64,
     /// Packets for RPCs this engine does not have (late duplicates, stale peers).
     pub unknown_rpc: u64,
+    /// Packets for an existing RPC that came from another address or Homa port than
+    /// the RPC's peer (forged or misdirected; acks included): dropped.
+    pub forged: u64,
+    /// Packets whose source Homa port is 0 (reserved; nothing can answer them): dropped.
+    pub bad_source_port: u64,
+    /// Request DATA refused because the socket already had `max_server_rpcs` server
+    /// RPCs (the client retries after RPC_UNKNOWN).
+    pub server_rpc_limit: u64,
+    /// Server RPCs freed because their client stayed silent for `timeout_ticks` while
+    /// the server waited for grants, for the application, for buffer space or for the
+    /// rest of a request it had stopped expecting.
+    pub abandoned: u64,
+    /// Keep-alive GRANTs sent for responses waiting for grants or buffer space.
+    pub keepalives: u64,
+    /// Retransmission ranges not queued because too many were waiting (the peer asks
+    /// again).
+    pub retransmits_dropped: u64,
     /// Request DATA received by a socket that is not a server.
     pub requests_to_client: u64,
     /// DATA payload already received (duplicates, overlaps).
@@ -67,4 +84,31 @@ pub struct GrantInfo {
     pub active: usize,
     /// Granted but not yet received bytes over all grantable messages.
     pub total_incoming: u64,
+}
+
+/// How much state the engine holds: entries and allocated room of its tables. After a
+/// burst (a flood of requests) the entries go back down as RPCs finish or time out, and
+/// the allocated room follows within about a second (the tables are compacted every
+/// 1000 ticks).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[non_exhaustive]
+pub struct Footprint {
+    /// Live RPCs (client and server).
+    pub rpcs: usize,
+    /// RPC slots allocated (live or free).
+    pub rpc_slots: usize,
+    /// Room allocated in the id indexes (client ids + server ids).
+    pub id_index_capacity: usize,
+    /// Tombstones of finished server RPCs.
+    pub tombstones: usize,
+    /// Room allocated for tombstones (queue + set).
+    pub tombstone_capacity: usize,
+    /// Peers with state, and room allocated for them.
+    pub peers: usize,
+    /// Room allocated for peers.
+    pub peer_capacity: usize,
+    /// Queued application events.
+    pub events: usize,
+    /// Queued retransmission ranges.
+    pub retransmits: usize,
 }

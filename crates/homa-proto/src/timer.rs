@@ -1,14 +1,17 @@
-//! The 1 ms timer tick (PROTOCOL.md 4.1): silence counting, RESENDs, timeouts and
-//! NEED_ACKs.
+//! The 1 ms timer tick (PROTOCOL.md 4.1): silence counting, RESENDs, timeouts,
+//! NEED_ACKs, the reclaiming of server RPCs whose client went silent, client
+//! keep-alives, and the periodic compaction of the engine's tables.
 
-use crate::engine::Control;
-use crate::wire::{ResendRepr, RESEND_ALL};
+use std::net::SocketAddr;
 
-use crate::engine::{Engine, RpcError};
+use crate::engine::{Control, Engine, RpcError};
 use crate::region::Region;
-use crate::rpc::RpcState;
-use crate::wire::Repr;
+use crate::rpc::{Lookup, RpcState};
+use crate::wire::{GrantRepr, Repr, ResendRepr, RESEND_ALL};
 use crate::Time;
+
+/// Every this many ticks, tables give back memory they no longer need.
+const COMPACT_TICKS: u64 = 1000;
 
 impl<R: Region> Engine<R> {
     /// One timer pass over every RPC, in the kernel's order of checks.
@@ -18,7 +21,6 @@ impl<R: Region> Engine<R> {
         let resend_ticks = self.config.resend_ticks();
         let resend_interval = self.config.resend_interval();
         let timeout_ticks = self.config.timeout_ticks();
-        let request_ack_ticks = u64::from(self.config.request_ack_ticks());
         let mut keys = core::mem::take(&mut self.scratch_keys);
         keys.clear();
         keys.extend(self.rpcs.keys());
@@ -26,43 +28,8 @@ impl<R: Region> Engine<R> {
             let Some(rpc) = self.rpcs.get_mut(key) else {
                 continue;
             };
-            // 1. Server whose response is fully sent: wait for the client's ack, asking
-            //    with NEED_ACK from `request_ack_ticks` on, every tick.
-            if !rpc.is_client() && rpc.state == RpcState::Outgoing {
-                if rpc.msgout.as_ref().is_some_and(|m| m.fully_sent()) {
-                    let done = *rpc.done_tick.get_or_insert(tick);
-                    let waited = tick - done;
-                    if waited >= u64::from(timeout_ticks) {
-                        // The kernel asks forever (a to-do in its notes.txt); a client
-                        // that vanished must not pin server state, so give up after
-                        // `timeout_ticks` ticks in which the client neither acked nor asked
-                        // for data (a RESEND restarts the wait). The RPC is tombstoned, so
-                        // the request cannot run twice.
-                        self.stats.unacknowledged_discards += 1;
-                        self.free_rpc(key);
-                    } else if waited >= request_ack_ticks
-                        && (waited - request_ack_ticks) % u64::from(resend_interval) == 0
-                    {
-                        // The kernel asks on every tick; with many unacknowledged RPCs
-                        // that is a storm of NEED_ACKs and ACKs that swamps both hosts.
-                        // Asking every `resend_interval` ticks after the first is
-                        // wire-compatible; clients also flush their acks unasked.
-
-                        let (to, id) = (rpc.peer, rpc.id);
-                        let common = crate::wire::CommonRepr {
-                            sport: self.port(),
-                            dport: to.port(),
-                            sender_id: id,
-                        };
-                        self.queue_control(to, Repr::NeedAck(common));
-                    }
-                    continue;
-                }
-                // 3. Still sending the response: the client's RESENDs detect losses.
-                rpc.silent_ticks = 0;
-                continue;
-            }
-            if rpc.state == RpcState::InService {
+            if !rpc.is_client() {
+                self.tick_server(key, tick);
                 continue;
             }
             rpc.silent_ticks += 1;
@@ -74,7 +41,13 @@ impl<R: Region> Engine<R> {
                     .as_ref()
                     .is_some_and(|m| m.buffers.is_some() && m.received < m.granted);
                 if !expecting {
-                    rpc.silent_ticks = 0;
+                    // Waiting for grants (or for buffer space): the server waits too,
+                    // and frees its RPC if this client falls silent, so tell it, every
+                    // `resend_interval` ticks, that we are still here.
+                    let silent = rpc.silent_ticks;
+                    if silent >= resend_ticks && (silent - resend_ticks) % resend_interval == 0 {
+                        self.send_keepalive(key);
+                    }
                     continue;
                 }
             }
@@ -115,6 +88,124 @@ impl<R: Region> Engine<R> {
             };
             self.queue_control(to, Repr::Ack(crate::wire::AckRepr { common, acks }));
         }
+        if tick % COMPACT_TICKS == 0 {
+            self.compact_rpcs();
+            self.compact_tombstones();
+            self.peers.shrink();
+        }
+    }
+
+    /// One tick of a server RPC. Every server RPC is freed once its client has been
+    /// silent for `timeout_ticks` while the server waits on it — for the rest of the
+    /// request, for grants for the response, for the application (a live client probes
+    /// with RESENDs, answered with BUSY), or for the ack — so a client that vanishes (or
+    /// forges a first packet and never follows up) cannot pin server state, transmit
+    /// memory or receive buffers. Any packet from the client for the RPC resets the
+    /// count (`rpc.rs`). The kernel never times out a server RPC that waits for grants,
+    /// for its application or for an ack (PROTOCOL.md 4.1, 7.2); this is a deviation.
+    fn tick_server(&mut self, key: u32, tick: u64) {
+        let resend_ticks = self.config.resend_ticks();
+        let resend_interval = self.config.resend_interval();
+        let timeout_ticks = self.config.timeout_ticks();
+        let request_ack_ticks = u64::from(self.config.request_ack_ticks());
+        let Some(rpc) = self.rpcs.get_mut(key) else {
+            return;
+        };
+        match rpc.state {
+            RpcState::Outgoing if rpc.msgout.as_ref().is_some_and(|m| m.fully_sent()) => {
+                // 1. Response fully sent: wait for the client's ack, asking with NEED_ACK
+                //    from `request_ack_ticks` on.
+                let done = *rpc.done_tick.get_or_insert(tick);
+                let waited = tick - done;
+                if waited >= u64::from(timeout_ticks) {
+                    // The kernel asks forever (a to-do in its notes.txt); a client
+                    // that vanished must not pin server state, so give up after
+                    // `timeout_ticks` ticks in which the client neither acked nor asked
+                    // for data (a RESEND restarts the wait). The RPC is tombstoned, so
+                    // the request cannot run twice.
+                    self.stats.unacknowledged_discards += 1;
+                    self.free_rpc(key);
+                } else if waited >= request_ack_ticks
+                    && (waited - request_ack_ticks) % u64::from(resend_interval) == 0
+                {
+                    // The kernel asks on every tick; with many unacknowledged RPCs
+                    // that is a storm of NEED_ACKs and ACKs that swamps both hosts.
+                    // Asking every `resend_interval` ticks after the first is
+                    // wire-compatible; clients also flush their acks unasked.
+                    let (to, id) = (rpc.peer, rpc.id);
+                    let common = self.common_to(to, id);
+                    self.queue_control(to, Repr::NeedAck(common));
+                }
+            }
+            RpcState::Outgoing if rpc.msgout.as_ref().is_some_and(|m| m.sendable()) => {
+                // 3. Granted bytes still to send: the ball is in our court.
+                rpc.silent_ticks = 0;
+            }
+            RpcState::Outgoing | RpcState::InService => {
+                // Waiting for grants for the response, or for the application.
+                rpc.silent_ticks += 1;
+                if rpc.silent_ticks >= timeout_ticks {
+                    self.stats.abandoned += 1;
+                    self.free_rpc(key);
+                }
+            }
+            RpcState::Incoming => {
+                rpc.silent_ticks += 1;
+                let silent = rpc.silent_ticks;
+                let expecting = rpc
+                    .msgin
+                    .as_ref()
+                    .is_some_and(|m| m.buffers.is_some() && m.received < m.granted);
+                if silent >= timeout_ticks {
+                    if expecting {
+                        self.stats.timeouts += 1;
+                    } else {
+                        self.stats.abandoned += 1;
+                    }
+                    self.free_rpc(key);
+                } else if expecting
+                    && silent >= resend_ticks
+                    && (silent - resend_ticks) % resend_interval == 0
+                {
+                    self.send_resends(key);
+                }
+            }
+        }
+    }
+
+    /// BUSY: the peer is alive and working on the RPC (only resets its silence).
+    pub(crate) fn handle_busy(&mut self, src: SocketAddr, local_id: u64) {
+        match self.lookup(src, local_id) {
+            Lookup::Found(key) => {
+                if let Some(rpc) = self.rpcs.get_mut(key) {
+                    rpc.silent_ticks = 0;
+                }
+            }
+            Lookup::Forged => {}
+            Lookup::Unknown => self.stats.unknown_rpc += 1,
+        }
+    }
+
+    /// Client keep-alive for a response that waits for grants (or for buffer space): a
+    /// GRANT repeating the offset already granted, at the priority last given. It
+    /// changes nothing at the server but resets its silence count (as any GRANT does in
+    /// the kernel, where it is harmless), so the server keeps the RPC while this client
+    /// lives. The kernel's clients send nothing in this state.
+    fn send_keepalive(&mut self, key: u32) {
+        let Some(rpc) = self.rpcs.get(key) else {
+            return;
+        };
+        let Some(m) = rpc.msgin.as_ref() else {
+            return;
+        };
+        let (to, id) = (rpc.peer, rpc.id);
+        let repr = Repr::Grant(GrantRepr {
+            common: self.common_to(to, id),
+            offset: m.granted,
+            priority: m.grant_priority,
+        });
+        self.stats.keepalives += 1;
+        self.queue_control(to, repr);
     }
 }
 

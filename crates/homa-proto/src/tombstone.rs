@@ -34,3 +34,16 @@ impl<R: Region> Engine<R> {
         }
     }
 }
+
+impl<R: Region> Engine<R> {
+    /// Gives back the memory of expired tombstones (after a flood of requests).
+    pub(crate) fn compact_tombstones(&mut self) {
+        let len = self.tombstones.len();
+        if self.tombstones.capacity() > 4 * len + 64 {
+            self.tombstones.shrink_to(2 * len);
+        }
+        if self.tombstone_set.capacity() > 4 * len + 64 {
+            self.tombstone_set.shrink_to(2 * len);
+        }
+    }
+}

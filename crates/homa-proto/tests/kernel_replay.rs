@@ -11,7 +11,8 @@ use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 
 use homa_proto::engine::{Engine, EngineOptions, Event, Message, Transmit};
 use homa_proto::wire::{
-    fill_checksum, Ack, CommonRepr, DataRepr, PacketType, Repr, ResendRepr, RESEND_ALL,
+    fill_checksum, Ack, AckList, AckRepr, CommonRepr, DataRepr, PacketType, Repr, ResendRepr,
+    RESEND_ALL,
 };
 use homa_proto::{Config, Time};
 use support::pcap::{load, Frame, KERNEL, PEER};
@@ -445,7 +446,9 @@ fn kernel_client_is_served_granted_probed_and_acked() {
     // every `resend_interval` (5) ticks (the kernel asks every tick; see timer.rs).
     assert_eq!(need_acks, [3, 8]);
 
-    // The kernel's next request piggy-backs the ack for id 2: RPC 3 is freed.
+    // The kernel's next request, from another socket (port 32769), piggy-backs the ack
+    // for id 2 (port 32768): the kernel shares acks among a host's sockets. We take acks
+    // only from the RPC's own port (rpc.rs, source check), so RPC 3 stays...
     let big = data_of(&frames, KERNEL, 4);
     assert_eq!(
         big[0].1.ack,
@@ -454,7 +457,25 @@ fn kernel_client_is_served_granted_probed_and_acked() {
             server_port: 4000
         })
     );
+    assert_eq!(big[0].1.common.sport, 32769);
     s.handle_datagram(now, KERNEL_IP, &big[0].0.homa);
+    assert_eq!(s.stats().acked_rpcs, 0);
+    assert_eq!(s.stats().forged, 1);
+    assert_eq!(s.rpc_count(), 2);
+    // ... until the kernel answers our NEED_ACK, from the RPC's port, with an ACK.
+    let ack = kernel_bytes(
+        Repr::Ack(AckRepr {
+            common: CommonRepr {
+                sport: 32768,
+                dport: 4000,
+                sender_id: 2,
+            },
+            acks: AckList::new(),
+        }),
+        KERNEL,
+        PEER,
+    );
+    s.handle_datagram(now, KERNEL_IP, &ack);
     assert_eq!(s.stats().acked_rpcs, 1);
     assert_eq!(s.rpc_count(), 1, "only the new RPC is left");
     let out = drain(&mut s, &mut now);
