@@ -694,8 +694,11 @@ impl<R: Region> Engine<R> {
         if self.next_tick <= now {
             self.next_tick = now + TICK;
         }
-        if self.rpcs.len() == 0 && !self.peers.any_pending_acks() {
+        // (Tombstones keep the tick going until they expire, so the tables that held a
+        // burst of RPCs are compacted once it is over.)
+        if self.rpcs.len() == 0 && !self.peers.any_pending_acks() && self.tombstones.is_empty() {
             self.timer_armed = false;
+            self.compact();
         }
     }
 

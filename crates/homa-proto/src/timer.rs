@@ -89,10 +89,16 @@ impl<R: Region> Engine<R> {
             self.queue_control(to, Repr::Ack(crate::wire::AckRepr { common, acks }));
         }
         if tick % COMPACT_TICKS == 0 {
-            self.compact_rpcs();
-            self.compact_tombstones();
-            self.peers.shrink();
+            self.compact();
         }
+    }
+
+    /// Gives back memory the tables no longer need: every `COMPACT_TICKS` ticks, and
+    /// when the engine goes idle (the timer stops).
+    pub(crate) fn compact(&mut self) {
+        self.compact_rpcs();
+        self.compact_tombstones();
+        self.peers.shrink();
     }
 
     /// One tick of a server RPC. Every server RPC is freed once its client has been

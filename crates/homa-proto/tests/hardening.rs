@@ -1,0 +1,532 @@
+//! The engine against hostile and vanishing peers, in virtual time: server state is
+//! always reclaimed, forged packets are ignored and counted, per-peer work stays per
+//! peer, tables shrink after a flood.
+
+use std::net::{IpAddr, SocketAddr};
+
+use homa_proto::engine::{Engine, EngineOptions, Event, Message, SendError, Unreachable};
+use homa_proto::wire::{Ack, AckList, AckRepr, CommonRepr, DataRepr, OffsetForm, PacketType, Repr};
+use homa_proto::{Config, Time};
+
+const CLIENT: &str = "10.0.0.1:40000";
+const SERVER: &str = "10.0.0.2:4000";
+const MB: usize = 1_000_000;
+
+fn addr(s: &str) -> SocketAddr {
+    s.parse().unwrap()
+}
+
+fn client_with(config: Config, region: usize) -> Engine {
+    let port = addr(CLIENT).port();
+    Engine::new(config, EngineOptions::client(port, 1000), vec![0; region]).unwrap()
+}
+
+fn server_with(config: Config, region: usize) -> Engine {
+    let port = addr(SERVER).port();
+    Engine::new(config, EngineOptions::server(port, 1), vec![0; region]).unwrap()
+}
+
+/// A client and a server on a loss-free, zero-delay network, in virtual time.
+struct Pair {
+    c: Engine,
+    s: Engine,
+    now: Time,
+    /// Whether the client still exists: when false, nothing it sends is delivered and
+    /// nothing reaches it.
+    client_alive: bool,
+    requests: Vec<Message>,
+    responses: Vec<Message>,
+    failures: Vec<homa_proto::engine::RpcFailure>,
+}
+
+impl Pair {
+    fn new() -> Pair {
+        Pair::with(Config::default(), Config::default(), 8 << 20, 8 << 20)
+    }
+
+    fn with(cc: Config, sc: Config, c_region: usize, s_region: usize) -> Pair {
+        Pair {
+            c: client_with(cc, c_region),
+            s: server_with(sc, s_region),
+            now: Time::from_millis(1),
+            client_alive: true,
+            requests: Vec::new(),
+            responses: Vec::new(),
+            failures: Vec::new(),
+        }
+    }
+
+    /// Moves packets both ways until both engines are quiet; collects events.
+    fn exchange(&mut self) {
+        let mut buf = vec![0; 70_000];
+        let (c_ip, s_ip) = (addr(CLIENT).ip(), addr(SERVER).ip());
+        loop {
+            let mut moved = false;
+            while let Some(t) = self.c.poll_transmit(self.now, &mut buf) {
+                if self.client_alive {
+                    self.s.handle_datagram(self.now, c_ip, &buf[..t.len]);
+                    moved = true;
+                }
+            }
+            while let Some(t) = self.s.poll_transmit(self.now, &mut buf) {
+                if self.client_alive && t.destination == addr(CLIENT) {
+                    self.c.handle_datagram(self.now, s_ip, &buf[..t.len]);
+                    moved = true;
+                }
+            }
+            while let Some(e) = self.s.poll_event() {
+                if let Event::Request(m) = e {
+                    self.requests.push(m);
+                }
+            }
+            while let Some(e) = self.c.poll_event() {
+                match e {
+                    Event::Response(m) => self.responses.push(m),
+                    Event::Failed(f) => self.failures.push(f),
+                    Event::Request(_) => unreachable!("the client is not a server"),
+                }
+            }
+            if !moved {
+                break;
+            }
+        }
+    }
+
+    /// Advances virtual time by `ms` milliseconds, one tick at a time.
+    fn run_ms(&mut self, ms: u64) {
+        for _ in 0..ms {
+            self.now = self.now.add_nanos(1_000_000);
+            self.c.handle_timeout(self.now);
+            self.s.handle_timeout(self.now);
+            self.exchange();
+        }
+    }
+
+    /// Runs until `done` holds, at most `ms` milliseconds; returns whether it held.
+    fn run_until(&mut self, ms: u64, mut done: impl FnMut(&Pair) -> bool) -> bool {
+        for _ in 0..ms {
+            if done(self) {
+                return true;
+            }
+            self.run_ms(1);
+        }
+        done(self)
+    }
+}
+
+/// A DATA packet of a message `len` long at `offset`, as a hostile client would send it.
+fn data(sport: u16, id: u64, len: u32, incoming: u32, offset: u32, payload: &[u8]) -> Vec<u8> {
+    let repr = Repr::Data(DataRepr {
+        common: CommonRepr {
+            sport,
+            dport: addr(SERVER).port(),
+            sender_id: id,
+        },
+        message_length: len,
+        incoming,
+        ack: None,
+        cutoff_version: 1,
+        retransmit: false,
+        offset,
+        offset_form: OffsetForm::Both,
+        payload,
+    });
+    let mut b = vec![0; repr.buffer_len()];
+    repr.emit(&mut b).unwrap();
+    b
+}
+
+fn quiet_secs(p: &mut Pair, secs: u64) {
+    p.run_ms(secs * 1000);
+}
+
+#[test]
+fn a_server_rpc_waiting_for_grants_is_freed_when_its_client_vanishes() {
+    let mut p = Pair::new();
+    p.c.send_request(p.now, addr(SERVER), vec![1; 100], 0)
+        .unwrap();
+    p.exchange();
+    let req = p.requests.pop().expect("the request arrived");
+    p.s.release_message(p.now, &req).unwrap();
+    // The response's unscheduled part goes out; the client takes it and vanishes.
+    p.s.send_response(p.now, req.peer, req.id, vec![2; MB])
+        .unwrap();
+    let mut buf = vec![0; 70_000];
+    while p.s.poll_transmit(p.now, &mut buf).is_some() {}
+    p.client_alive = false;
+    assert_eq!(p.s.queued_bytes(), MB as u64);
+    // It waits for grants that never come: freed after the silence timeout.
+    assert!(p.run_until(1000, |p| p.s.rpc_count() == 0));
+    assert_eq!(
+        p.s.queued_bytes(),
+        0,
+        "its bytes no longer count against wmem"
+    );
+    assert_eq!(p.s.stats().abandoned, 1);
+}
+
+#[test]
+fn a_server_rpc_waiting_for_its_application_is_freed_when_the_client_vanishes() {
+    let mut p = Pair::new();
+    p.c.send_request(p.now, addr(SERVER), vec![1; 5000], 0)
+        .unwrap();
+    p.exchange();
+    let req = p.requests.pop().unwrap();
+    p.client_alive = false;
+    assert!(p.run_until(1000, |p| p.s.rpc_count() == 0));
+    assert_eq!(p.s.stats().abandoned, 1);
+    // A response after that is refused with a typed error, not sent into the void.
+    assert_eq!(
+        p.s.send_response(p.now, req.peer, req.id, vec![1; 10]),
+        Err(SendError::UnknownRpc { id: req.id })
+    );
+}
+
+#[test]
+fn a_live_client_keeps_a_slow_server_rpc_alive() {
+    let mut p = Pair::new();
+    let id =
+        p.c.send_request(p.now, addr(SERVER), vec![1; 5000], 9)
+            .unwrap();
+    p.exchange();
+    let req = p.requests.pop().unwrap();
+    // The application computes for 2 s, twenty times the silence timeout; the client's
+    // probes (answered with BUSY) keep both ends alive.
+    quiet_secs(&mut p, 2);
+    assert_eq!(p.s.rpc_count(), 1);
+    p.s.send_response(p.now, req.peer, req.id, vec![3; 200_000])
+        .unwrap();
+    assert!(p.run_until(1000, |p| !p.responses.is_empty()));
+    let resp = &p.responses[0];
+    assert_eq!((resp.id, resp.cookie, resp.len()), (id, 9, 200_000));
+    assert_eq!(p.s.stats().abandoned, 0);
+    assert!(p.failures.is_empty());
+}
+
+#[test]
+fn a_live_client_waiting_for_buffer_space_keeps_the_response_alive() {
+    // The client's receive region holds one 1 MB response at a time; the application
+    // holds the first for 2 s, so the second waits for buffer space (and grants) far
+    // longer than the server's silence timeout. Keep-alive GRANTs keep it alive.
+    let mut p = Pair::with(Config::default(), Config::default(), 24 << 16, 8 << 20);
+    let a =
+        p.c.send_request(p.now, addr(SERVER), vec![1; 10], 1)
+            .unwrap();
+    let b =
+        p.c.send_request(p.now, addr(SERVER), vec![2; 10], 2)
+            .unwrap();
+    p.exchange();
+    assert_eq!(p.requests.len(), 2);
+    for req in std::mem::take(&mut p.requests) {
+        p.s.release_message(p.now, &req).unwrap();
+        p.s.send_response(p.now, req.peer, req.id, vec![req.id as u8; MB])
+            .unwrap();
+    }
+    assert!(p.run_until(2000, |p| !p.responses.is_empty()));
+    let first = p.responses.remove(0);
+    quiet_secs(&mut p, 2);
+    assert_eq!(p.s.stats().abandoned, 0, "the waiting response was kept");
+    assert!(p.c.stats().keepalives > 0);
+    p.c.release_message(p.now, &first).unwrap();
+    assert!(p.run_until(2000, |p| !p.responses.is_empty()));
+    let ids = [first.id, p.responses[0].id];
+    assert!(ids.contains(&a) && ids.contains(&b), "{ids:?}");
+    assert!(p.failures.is_empty());
+}
+
+#[test]
+fn first_packets_announcing_1_mb_with_incoming_0_are_freed_and_do_not_block_requests() {
+    let mut p = Pair::with(Config::default(), Config::default(), 8 << 20, 64 << 20);
+    let s_ip: IpAddr = "10.0.0.9".parse().unwrap();
+    // 200 hostile first packets, half with a payload, half without: more 1 MB messages
+    // than the 64 MB region holds.
+    for k in 0..200u64 {
+        let payload: &[u8] = if k % 2 == 0 { &[7; 1000] } else { &[] };
+        let pkt = data(40_000 + k as u16, 2 * k + 2, MB as u32, 0, 0, payload);
+        p.s.handle_datagram(p.now, s_ip, &pkt);
+    }
+    p.exchange();
+    assert_eq!(p.s.rpc_count(), 200);
+    // A real 1 MB request is still served (it may wait until the hostile ones time out).
+    let id =
+        p.c.send_request(p.now, addr(SERVER), vec![5; MB], 0)
+            .unwrap();
+    assert!(p.run_until(3000, |p| !p.requests.is_empty()));
+    let req = p.requests.pop().unwrap();
+    assert_eq!(req.len(), MB);
+    p.s.release_message(p.now, &req).unwrap();
+    p.s.send_response(p.now, req.peer, req.id, vec![1; 10])
+        .unwrap();
+    assert!(p.run_until(1000, |p| !p.responses.is_empty()));
+    assert_eq!(p.responses[0].id, id);
+    let resp = p.responses.pop().unwrap();
+    p.c.release_message(p.now, &resp).unwrap();
+    // Every hostile RPC is gone and no bpage is left held.
+    assert!(p.run_until(3000, |p| p.s.rpc_count() == 0));
+    assert!(
+        p.s.pool().is_idle(),
+        "the hostile messages' buffers came back"
+    );
+    // Most were abandoned waiting for grants; those the scheduler granted to timed out
+    // waiting for data.
+    assert_eq!(p.s.stats().abandoned + p.s.stats().timeouts, 200);
+}
+
+#[test]
+fn a_client_answers_data_for_an_rpc_it_no_longer_has_with_rpc_unknown() {
+    let mut p = Pair::new();
+    let id =
+        p.c.send_request(p.now, addr(SERVER), vec![1; 10], 0)
+            .unwrap();
+    p.exchange();
+    let req = p.requests.pop().unwrap();
+    assert!(p.c.abort(id));
+    p.s.release_message(p.now, &req).unwrap();
+    p.s.send_response(p.now, req.peer, req.id, vec![2; MB])
+        .unwrap();
+    // No time passes: the server learns at once that nobody wants the response.
+    p.exchange();
+    assert_eq!(p.s.rpc_count(), 0);
+    assert_eq!(p.s.queued_bytes(), 0);
+    assert!(p.c.stats().sent_by_type[usize::from(PacketType::RpcUnknown.code() - 0x10)] > 0);
+    assert!(p.responses.is_empty() && p.failures.is_empty());
+}
+
+#[test]
+fn a_response_from_another_address_or_port_is_ignored_and_counted() {
+    let mut p = Pair::new();
+    let id =
+        p.c.send_request(p.now, addr(SERVER), vec![1; 10], 0)
+            .unwrap();
+    p.exchange();
+    let req = p.requests.pop().unwrap();
+    // Forged responses for the client's id: from another host, and from another port of
+    // the server's host.
+    let forged = |sport: u16| {
+        let repr = Repr::Data(DataRepr {
+            common: CommonRepr {
+                sport,
+                dport: addr(CLIENT).port(),
+                sender_id: id + 1,
+            },
+            message_length: 4,
+            incoming: 4,
+            ack: None,
+            cutoff_version: 1,
+            retransmit: false,
+            offset: 0,
+            offset_form: OffsetForm::Both,
+            payload: b"evil",
+        });
+        let mut b = vec![0; repr.buffer_len()];
+        repr.emit(&mut b).unwrap();
+        b
+    };
+    p.c.handle_datagram(p.now, "10.0.0.66".parse().unwrap(), &forged(4000));
+    p.c.handle_datagram(p.now, addr(SERVER).ip(), &forged(4001));
+    assert!(p.c.poll_event().is_none(), "no forged response delivered");
+    assert!(p.c.has_client_rpc(id));
+    assert_eq!(p.c.stats().forged, 2);
+    p.s.release_message(p.now, &req).unwrap();
+    p.s.send_response(p.now, req.peer, req.id, b"good".to_vec())
+        .unwrap();
+    p.exchange();
+    let resp = p.responses.pop().unwrap();
+    assert_eq!(p.c.message_bytes(&resp), b"good");
+}
+
+#[test]
+fn request_data_and_acks_from_another_port_of_the_clients_host_are_ignored() {
+    let mut p = Pair::new();
+    let c_ip = addr(CLIENT).ip();
+    // A half-received 100 kB request from the real client (port 40000).
+    let real = vec![9u8; 40_000];
+    p.s.handle_datagram(p.now, c_ip, &data(40_000, 2, 100_000, 40_000, 0, &real));
+    // Another process on the client's host injects bytes into it, and acks it.
+    p.s.handle_datagram(
+        p.now,
+        c_ip,
+        &data(40_001, 2, 100_000, 100_000, 40_000, &[0xEE; 60_000]),
+    );
+    let ack = Repr::Ack(AckRepr {
+        common: CommonRepr {
+            sport: 40_001,
+            dport: addr(SERVER).port(),
+            sender_id: 2,
+        },
+        acks: AckList::new(),
+    });
+    let mut b = vec![0; ack.buffer_len()];
+    ack.emit(&mut b).unwrap();
+    p.s.handle_datagram(p.now, c_ip, &b);
+    assert_eq!(p.s.rpc_count(), 1, "not freed by the forged ack");
+    assert_eq!(p.s.stats().forged, 2);
+    // The real client completes it with its own bytes.
+    p.s.handle_datagram(
+        p.now,
+        c_ip,
+        &data(40_000, 2, 100_000, 100_000, 40_000, &[9; 60_000]),
+    );
+    let Some(Event::Request(m)) = p.s.poll_event() else {
+        panic!("request not delivered");
+    };
+    assert!(
+        p.s.message_bytes(&m).iter().all(|&b| b == 9),
+        "no forged byte inside"
+    );
+    let _ = Ack {
+        client_id: 2,
+        server_port: 4000,
+    };
+}
+
+#[test]
+fn a_forged_busy_does_not_keep_a_dead_servers_rpc_alive() {
+    let mut p = Pair::new();
+    let id =
+        p.c.send_request(p.now, addr(SERVER), vec![1; 10], 0)
+            .unwrap();
+    // The server is dead: nothing reaches it; someone else sends BUSY every ms.
+    let busy = Repr::Busy(CommonRepr {
+        sport: 4000,
+        dport: addr(CLIENT).port(),
+        sender_id: id + 1,
+    });
+    let mut b = vec![0; busy.buffer_len()];
+    busy.emit(&mut b).unwrap();
+    let mut buf = vec![0; 70_000];
+    let mut failed_at = None;
+    for ms in 1..=1000u64 {
+        p.now = p.now.add_nanos(1_000_000);
+        p.c.handle_timeout(p.now);
+        while p.c.poll_transmit(p.now, &mut buf).is_some() {}
+        p.c.handle_datagram(p.now, "10.0.0.77".parse().unwrap(), &b);
+        p.c.handle_datagram(p.now, addr(SERVER).ip(), &{
+            let mut f = b.clone();
+            f[0..2].copy_from_slice(&4001u16.to_be_bytes());
+            f
+        });
+        if let Some(Event::Failed(f)) = p.c.poll_event() {
+            assert_eq!(f.id, id);
+            failed_at = Some(ms);
+            break;
+        }
+    }
+    let at = failed_at.expect("the RPC failed");
+    assert!(
+        at <= 101,
+        "timed out after {at} ticks, as with no BUSY at all"
+    );
+    assert!(p.c.stats().forged > 0);
+}
+
+#[test]
+fn server_rpcs_are_capped_and_refusals_counted() {
+    let sc = Config::builder().max_server_rpcs(10).build().unwrap();
+    let mut p = Pair::with(Config::default(), sc, 8 << 20, 8 << 20);
+    for k in 0..20u64 {
+        let pkt = data(40_000 + k as u16, 2 * k + 2, 100, 100, 0, &[1; 100]);
+        p.s.handle_datagram(p.now, "10.0.0.5".parse().unwrap(), &pkt);
+    }
+    assert_eq!(p.s.rpc_count(), 10);
+    assert_eq!(p.s.stats().server_rpc_limit, 10);
+}
+
+#[test]
+fn an_icmp_report_fails_only_the_rpcs_of_that_peer() {
+    let mut c = client_with(Config::default(), 8 << 20);
+    let mut ids = Vec::new();
+    for host in 0..50u8 {
+        for port in [4000u16, 4001] {
+            let to = SocketAddr::new(IpAddr::from([10, 1, 0, host]), port);
+            for _ in 0..10 {
+                ids.push((to, c.send_request(Time::ZERO, to, vec![1; 10], 0).unwrap()));
+            }
+        }
+    }
+    let victim = SocketAddr::new(IpAddr::from([10, 1, 0, 7]), 4001);
+    c.handle_unreachable(victim, Unreachable::Port);
+    let failed: Vec<u64> = std::iter::from_fn(|| c.poll_event())
+        .map(|e| match e {
+            Event::Failed(f) => f.id,
+            other => panic!("{other:?}"),
+        })
+        .collect();
+    let expected: Vec<u64> = ids
+        .iter()
+        .filter(|(to, _)| *to == victim)
+        .map(|&(_, id)| id)
+        .collect();
+    assert_eq!(failed, expected);
+    c.handle_unreachable(victim, Unreachable::Host);
+    let failed = std::iter::from_fn(|| c.poll_event()).count();
+    assert_eq!(failed, 10, "the host's other port");
+    assert_eq!(c.rpc_count(), 1000 - 20);
+}
+
+#[test]
+fn tables_shrink_back_after_a_flood_of_requests() {
+    let mut s = server_with(Config::default(), 8 << 20);
+    let mut now = Time::from_millis(1);
+    let base = s.footprint();
+    // 20,000 small requests from 2,000 addresses whose clients never come back.
+    for k in 0..20_000u32 {
+        let ip = IpAddr::from([10, 2, (k / 250 % 256) as u8, (k % 250) as u8]);
+        let pkt = data(
+            40_000 + (k % 1000) as u16,
+            2 * u64::from(k) + 2,
+            50,
+            50,
+            0,
+            &[1; 50],
+        );
+        s.handle_datagram(now, ip, &pkt);
+    }
+    let mut delivered = 0;
+    while let Some(e) = s.poll_event() {
+        if let Event::Request(m) = e {
+            s.release_message(now, &m).unwrap();
+            delivered += 1;
+        }
+    }
+    assert_eq!(delivered, 16_384, "capped at max_server_rpcs");
+    let full = s.footprint();
+    assert!(full.rpc_slots >= 16_384);
+    let mut buf = vec![0; s.max_packet_size()];
+    // Nobody answers: every RPC is abandoned, tombstones expire, tables are compacted.
+    for _ in 0..2000 {
+        now = now.add_nanos(1_000_000);
+        s.handle_timeout(now);
+        while s.poll_transmit(now, &mut buf).is_some() {}
+    }
+    let after = s.footprint();
+    assert_eq!(after.rpcs, 0);
+    assert_eq!(after.tombstones, 0);
+    assert!(after.rpc_slots <= base.rpc_slots + 64, "{after:?}");
+    assert!(
+        after.id_index_capacity <= base.id_index_capacity + 256,
+        "{after:?}"
+    );
+    assert!(
+        after.tombstone_capacity <= base.tombstone_capacity + 256,
+        "{after:?}"
+    );
+    assert!(s.pool().is_idle());
+}
+
+#[test]
+fn a_packet_from_homa_port_0_is_dropped_and_counted() {
+    let mut s = server_with(Config::default(), 8 << 20);
+    s.handle_datagram(
+        Time::ZERO,
+        "10.0.0.1".parse().unwrap(),
+        &data(0, 2, 10, 10, 0, &[1; 10]),
+    );
+    assert_eq!(s.rpc_count(), 0);
+    assert_eq!(s.stats().bad_source_port, 1);
+    let mut buf = vec![0; s.max_packet_size()];
+    assert!(
+        s.poll_transmit(Time::ZERO, &mut buf).is_none(),
+        "nothing is answered"
+    );
+}
