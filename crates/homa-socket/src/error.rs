@@ -73,6 +73,13 @@ pub enum Error {
         /// The id given.
         id: u64,
     },
+    /// [`Socket::release_bpages`](crate::Socket::release_bpages) was given an offset that
+    /// no message handed over with [`Message::into_bpages`](crate::Message::into_bpages)
+    /// holds (never handed over, already given back, or owned by a live message).
+    UnknownBpage {
+        /// The offset given.
+        offset: u32,
+    },
     /// The receive region is too small for what was asked.
     PoolExhausted {
         /// Bytes needed.
@@ -190,6 +197,10 @@ impl fmt::Display for Error {
                 write!(f, "invalid argument `{argument}`: {reason}")
             }
             Error::UnknownRpc { id } => write!(f, "no RPC {id} on this socket"),
+            Error::UnknownBpage { offset } => write!(
+                f,
+                "bpage offset {offset} was not handed over by Message::into_bpages (or was already given back)"
+            ),
             Error::PoolExhausted { needed, available } => write!(
                 f,
                 "receive region exhausted: {needed} bytes needed, {available} available"
@@ -220,6 +231,7 @@ impl From<Error> for io::Error {
                 io::ErrorKind::InvalidInput
             }
             Error::UnknownRpc { .. } => io::ErrorKind::NotFound,
+            Error::UnknownBpage { .. } => io::ErrorKind::InvalidInput,
             Error::PoolExhausted { .. } => io::ErrorKind::OutOfMemory,
             Error::Io { source, .. } => source.kind(),
         };

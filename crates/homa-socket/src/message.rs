@@ -144,7 +144,12 @@ impl Message {
     /// through this API afterwards.
     pub fn into_bpages(mut self) -> Vec<u32> {
         self.owned = false;
-        self.msg.buffers.tokens().to_vec()
+        let tokens = self.msg.buffers.tokens().to_vec();
+        let mut core = self.inner.lock();
+        for &t in &tokens {
+            *core.handed_over.entry(t).or_insert(0) += 1;
+        }
+        tokens
     }
 }
 

@@ -18,8 +18,8 @@ pub const DEFAULT_REGION_SIZE: usize = 64 << 20;
 /// The memory incoming messages are received into.
 ///
 /// Either allocated by the library ([`RecvRegion::allocate`], anonymous memory mapped on
-/// demand) or supplied by the caller ([`RecvRegion::from_box`], which must be
-/// page-aligned). Only whole 64 KiB bpages are used.
+/// demand) or supplied by the caller ([`RecvRegion::from_raw_parts`], page-aligned,
+/// under a written contract). Only whole 64 KiB bpages are used.
 ///
 /// ```
 /// use homa_socket::RecvRegion;
@@ -36,8 +36,10 @@ pub struct RecvRegion {
 
 #[derive(Debug)]
 enum Owner {
+    /// `mmap`ed by [`RecvRegion::allocate`]: unmapped on drop.
     Mapped,
-    Boxed(#[allow(dead_code)] Box<[u8]>),
+    /// The caller's memory ([`RecvRegion::from_raw_parts`]): left alone on drop.
+    Caller,
 }
 
 // SAFETY: the region is plain memory; all access goes through raw pointers whose
@@ -99,21 +101,53 @@ impl RecvRegion {
         })
     }
 
-    /// Uses memory the caller supplies; it must start on a page boundary.
-    pub fn from_box(mut memory: Box<[u8]>) -> Result<RecvRegion, Error> {
-        check_len(memory.len())?;
-        let ptr = memory.as_mut_ptr();
-        if ptr as usize % page_size() != 0 {
+    /// Receives into memory the caller owns and keeps (a shared-memory segment, a huge
+    /// page mapping, ...). The region never frees it.
+    ///
+    /// ```
+    /// use std::alloc::{alloc_zeroed, dealloc, Layout};
+    /// use std::ptr::NonNull;
+    /// use homa_socket::{RecvRegion, region::MIN_REGION_SIZE};
+    ///
+    /// let layout = Layout::from_size_align(MIN_REGION_SIZE, 4096).unwrap();
+    /// // SAFETY: the layout has a non-zero size.
+    /// let ptr = NonNull::new(unsafe { alloc_zeroed(layout) }).unwrap();
+    /// // SAFETY: `ptr` is valid for `MIN_REGION_SIZE` bytes and page-aligned; nothing
+    /// // else touches it until it is freed, after the region is dropped.
+    /// let region = unsafe { RecvRegion::from_raw_parts(ptr, MIN_REGION_SIZE) }.unwrap();
+    /// assert_eq!(region.len(), MIN_REGION_SIZE);
+    /// drop(region);
+    /// // SAFETY: allocated above with this layout; the region is gone.
+    /// unsafe { dealloc(ptr.as_ptr(), layout) };
+    /// ```
+    ///
+    /// # Errors
+    ///
+    /// [`Error::InvalidArgument`] if `len` is smaller than [`MIN_REGION_SIZE`] or larger
+    /// than 4 GiB, or `ptr` is not on a page boundary.
+    ///
+    /// # Safety
+    ///
+    /// Until the region is dropped *and* every socket given it (through
+    /// [`SocketConfig::region`](crate::SocketConfig::region)) and every [`Message`](crate::Message)
+    /// received through such a socket is dropped:
+    ///
+    /// * `ptr .. ptr + len` must be valid for reads and writes, and stay allocated;
+    /// * nothing else may read or write that memory (the socket's engine writes it and
+    ///   its messages read it, with no synchronisation beyond their own);
+    /// * no Rust reference to any of it may exist.
+    pub unsafe fn from_raw_parts(ptr: NonNull<u8>, len: usize) -> Result<RecvRegion, Error> {
+        check_len(len)?;
+        if ptr.as_ptr() as usize % page_size() != 0 {
             return Err(Error::invalid(
                 "region",
                 "the memory must start on a page boundary",
             ));
         }
-        let len = memory.len();
         Ok(RecvRegion {
-            ptr: NonNull::new(ptr).expect("a Box is never null"),
+            ptr,
             len,
-            owner: Owner::Boxed(memory),
+            owner: Owner::Caller,
         })
     }
 
@@ -150,12 +184,15 @@ impl RecvRegion {
 
 impl Drop for RecvRegion {
     fn drop(&mut self) {
-        if let Owner::Mapped = self.owner {
-            // SAFETY: unmapping exactly the mapping made in `allocate`; no references
-            // into it survive the region (messages hold the socket, which holds it).
-            unsafe {
-                libc::munmap(self.ptr.as_ptr().cast(), self.len);
+        match self.owner {
+            Owner::Mapped => {
+                // SAFETY: unmapping exactly the mapping made in `allocate`; no references
+                // into it survive the region (messages hold the socket, which holds it).
+                unsafe {
+                    libc::munmap(self.ptr.as_ptr().cast(), self.len);
+                }
             }
+            Owner::Caller => {}
         }
     }
 }

@@ -41,6 +41,9 @@ use crate::{Error, SocketConfig};
 
 /// Packets per `sendmmsg` / `recvmmsg`.
 const BATCH: usize = 32;
+/// Full receive batches in a row after which timers run even though more packets wait
+/// (2048 packets: a few milliseconds of work).
+const TIMER_DEFER_BATCHES: usize = 64;
 
 /// Which messages a receive call accepts (the seed's `HOMA_RECVMSG_REQUEST` /
 /// `HOMA_RECVMSG_RESPONSE` flags and its id filter).
@@ -93,6 +96,12 @@ pub(crate) struct Core {
     pub(crate) last_send_error: Option<std::io::ErrorKind>,
     /// Async tasks waiting for a message or for room to send.
     pub(crate) wakers: Vec<std::task::Waker>,
+    /// Bpage offsets handed to the application by [`Message::into_bpages`], with how
+    /// many handed-over messages hold each (a page can hold the tails of several): the
+    /// only offsets [`Socket::release_bpages`] accepts.
+    pub(crate) handed_over: HashMap<u32, u32>,
+    /// When the driver last read the transport's ICMP reports.
+    last_reports: Time,
 }
 
 pub(crate) struct Inner {
@@ -243,6 +252,8 @@ impl Socket {
                 send_errors: 0,
                 last_send_error: None,
                 wakers: Vec::new(),
+                handed_over: HashMap::new(),
+                last_reports: Time::ZERO,
             }),
             cond: Condvar::new(),
             wake,
@@ -407,14 +418,52 @@ impl Socket {
     }
 
     /// Gives back bpages kept with [`Message::into_bpages`] (the seed's zero-copy
-    /// hand-back: `bpage_offsets` passed to a later `recvmsg`). As in the kernel, tokens
+    /// hand-back: `bpage_offsets` passed to a later `recvmsg`). As in the kernel, offsets
     /// before an invalid one are already released when the error is returned.
+    ///
+    /// Only offsets handed over by [`Message::into_bpages`] are accepted, each as many
+    /// times as it was handed over: the bpages of a [`Message`] that is still alive are
+    /// its own (they are released when it is dropped), so releasing them here would let
+    /// the region reuse memory the message still reads.
+    ///
+    /// ```
+    /// use homa_socket::{Error, Socket, SocketConfig, Want};
+    /// let server = Socket::bind(5994, SocketConfig::default()).unwrap();
+    /// let client = Socket::new(SocketConfig::default()).unwrap();
+    /// client.send_request(server.loopback_addr(), b"hi", 0).unwrap();
+    /// let msg = server.recv(Want::Requests).unwrap();
+    /// // The message is alive: its pages cannot be released by offset.
+    /// let live = msg.bpage_offsets().to_vec();
+    /// assert!(matches!(server.release_bpages(&live), Err(Error::UnknownBpage { .. })));
+    /// assert_eq!(msg.to_vec(), b"hi");
+    /// let kept = msg.into_bpages();
+    /// server.release_bpages(&kept).unwrap();
+    /// assert!(server.release_bpages(&kept).is_err(), "already given back");
+    /// ```
+    ///
+    /// # Errors
+    ///
+    /// [`Error::UnknownBpage`] for an offset that no handed-over message holds (never
+    /// handed over, already given back, or still owned by a live [`Message`]).
     pub fn release_bpages(&self, tokens: &[u32]) -> Result<(), Error> {
         let mut core = self.inner.lock();
         let now = self.inner.now();
         let mut result = Ok(());
         for &t in tokens {
+            match core.handed_over.get_mut(&t) {
+                Some(n) => {
+                    *n -= 1;
+                    if *n == 0 {
+                        core.handed_over.remove(&t);
+                    }
+                }
+                None => {
+                    result = Err(Error::UnknownBpage { offset: t });
+                    break;
+                }
+            }
             if let Err(e) = core.engine.release(now, t) {
+                // (Cannot happen: a handed-over offset is outstanding in the pool.)
                 result = Err(Error::invalid("tokens", e.to_string()));
                 break;
             }
@@ -423,12 +472,31 @@ impl Socket {
         result
     }
 
-    /// Abandons client RPC `id`: its response will not be delivered. Returns whether it
-    /// was still pending.
+    /// Abandons client RPC `id`: its response will not be delivered (if it already
+    /// arrived and was not received yet, it is discarded). Returns whether it was still
+    /// pending. The server learns it at its next packet for the RPC (it gets
+    /// RPC_UNKNOWN) and frees its state.
     pub fn abort(&self, id: u64) -> bool {
         let mut core = self.inner.lock();
-        let found = core.engine.abort(id);
-        core.responses.retain(|(_, c)| completion_id(c) != id);
+        core.collect();
+        let mut found = core.engine.abort(id);
+        let now = self.inner.now();
+        let mut dropped = Vec::new();
+        core.responses.retain(|(_, c)| {
+            if completion_id(c) == id {
+                dropped.push(*c);
+                false
+            } else {
+                true
+            }
+        });
+        for c in dropped {
+            found = true;
+            if let Ok(m) = c {
+                // Its bpages go back to the pool.
+                let _ = core.engine.release_message(now, &m);
+            }
+        }
         found
     }
 
@@ -452,6 +520,12 @@ impl Socket {
     /// Number of live RPCs.
     pub fn rpc_count(&self) -> usize {
         self.inner.lock().engine.rpc_count()
+    }
+
+    /// How much protocol state the socket holds (table sizes and allocated room): after a
+    /// burst of RPCs it shrinks back within about a second.
+    pub fn footprint(&self) -> engine::Footprint {
+        self.inner.lock().engine.footprint()
     }
 }
 
@@ -616,6 +690,16 @@ impl Core {
         }
     }
 
+    /// Gives back the memory of receive queues that a burst of messages grew.
+    fn shrink_queues(&mut self) {
+        if self.requests.is_empty() && self.requests.capacity() > 1024 {
+            self.requests.shrink_to_fit();
+        }
+        if self.responses.is_empty() && self.responses.capacity() > 1024 {
+            self.responses.shrink_to_fit();
+        }
+    }
+
     /// Wakes every async task waiting on this socket.
     pub(crate) fn wake_tasks(&mut self) {
         for w in self.wakers.drain(..) {
@@ -624,7 +708,7 @@ impl Core {
     }
 
     /// Moves the engine's events into the receive queues; returns whether any came.
-    fn collect(&mut self) -> bool {
+    pub(crate) fn collect(&mut self) -> bool {
         let mut any = false;
         while let Some(event) = self.engine.poll_event() {
             any = true;
@@ -668,6 +752,10 @@ impl Core {
         &mut self,
         want: Want,
     ) -> Option<Result<(MessageKind, engine::Message), Error>> {
+        // Events the engine queued since the last drive (e.g. an RPC that failed inside
+        // the sender's own send) go to their queues first, so they reach the receiver
+        // waiting for them.
+        self.collect();
         let request = || self.requests.front().map(|(seq, _)| *seq);
         let response = self.response_index(want);
         let take_request = match want {
@@ -894,13 +982,16 @@ impl Inner {
         who: Driver,
         want: Want,
     ) -> MutexGuard<'a, Core> {
-        // Whether the last receive filled the batch: more is probably queued, and timers
-        // must not judge peers silent while their packets wait unread in the socket.
-        let mut backlog = false;
+        // How many receives in a row filled their batch: more is probably queued. Timers
+        // then wait for the queue to drain, so they do not judge peers silent whose
+        // packets wait unread, but only for `TIMER_DEFER_BATCHES` batches: however full
+        // the batches stay (a flood), timeouts and the reclaiming of state still run.
+        let mut full_batches = 0;
         loop {
             let now = self.now();
-            if !backlog {
+            if full_batches == 0 || full_batches >= TIMER_DEFER_BATCHES {
                 core.engine.handle_timeout(now);
+                full_batches = 0;
             }
             core.flush(now);
             if core.collect() {
@@ -933,15 +1024,21 @@ impl Inner {
             core = self.lock();
             let now = self.now();
             let n = received.unwrap_or(0);
-            backlog = n == BATCH;
+            if n == BATCH {
+                full_batches += 1;
+            } else {
+                full_batches = 0;
+            }
             core.handle_batch(now, &mut batch, n);
+            core.shrink_queues();
             if n > 0 && !core.wakers.is_empty() {
                 // Acks free transmit-buffer room without an event: let waiting async
                 // senders retry (receivers just re-register).
                 core.wake_tasks();
             }
-            if n == 0 {
-                // Woken without data: an ICMP error report may be waiting.
+            if n == 0 || now.saturating_duration_since(core.last_reports) >= engine::TICK {
+                // Woken without data, or a tick passed: ICMP error reports may be waiting.
+                core.last_reports = now;
                 if let Ok(reports) = transport.take_unreachable() {
                     for (dest, kind) in reports {
                         core.engine.handle_unreachable(dest, kind);
