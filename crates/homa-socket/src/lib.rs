@@ -44,4 +44,4 @@ pub use error::Error;
 pub use message::{Message, MessageKind};
 pub use region::RecvRegion;
 pub use socket::{Socket, Want};
-pub use transport::{Family, TransportKind};
+pub use transport::{Family, TransportKind, TransportStats};

@@ -91,9 +91,6 @@ pub(crate) struct Core {
     shutdown: bool,
     /// When the current driver plans to wake up by itself.
     driver_until: Option<Time>,
-    /// Failed sends (the protocol recovers the packets); the latest error.
-    pub(crate) send_errors: u64,
-    pub(crate) last_send_error: Option<std::io::ErrorKind>,
     /// Async tasks waiting for a message or for room to send.
     pub(crate) wakers: Vec<std::task::Waker>,
     /// Bpage offsets handed to the application by [`Message::into_bpages`], with how
@@ -249,8 +246,6 @@ impl Socket {
                 reserved: HashMap::new(),
                 shutdown: false,
                 driver_until: None,
-                send_errors: 0,
-                last_send_error: None,
                 wakers: Vec::new(),
                 handed_over: HashMap::new(),
                 last_reports: Time::ZERO,
@@ -511,6 +506,40 @@ impl Socket {
         self.inner.lock().engine.stats().clone()
     }
 
+    /// The transport's counters (a snapshot; they count from the socket's creation).
+    /// The engine's counters are [`stats`](Self::stats).
+    ///
+    /// - `packets_refused`, `refused_by_errno`: packets the kernel refused to send, in
+    ///   all and by errno (EPERM: a firewall rule; EHOSTUNREACH/ENETUNREACH: no route;
+    ///   ENOBUFS: a full device queue; EINVAL: a destination it cannot send to, such as
+    ///   UDP port 0; ...). Such a packet is lost like one dropped on the wire, and never
+    ///   fails an RPC by itself: the protocol resends it, or the RPC times out. (Only
+    ///   ICMP reports make a peer unreachable.)
+    /// - `batches_stalled`: batches whose rest was dropped because the send buffer
+    ///   stayed full for a second (their packets count as refused with EAGAIN).
+    /// - `truncated`: received datagrams larger than the largest packet, dropped.
+    /// - `malformed`: raw IP only: received datagrams with an impossible IP header.
+    /// - `sport_mismatch`: UDP only: received datagrams whose UDP source port differs
+    ///   from the source port in their Homa header, dropped.
+    ///
+    /// ```
+    /// use homa_socket::{Socket, SocketConfig};
+    ///
+    /// let socket = Socket::new(SocketConfig::default())?;
+    /// let stats = socket.transport_stats();
+    /// for (&errno, packets) in &stats.refused_by_errno {
+    ///     let why = std::io::Error::from_raw_os_error(errno);
+    ///     eprintln!("{packets} packets refused: {why}");
+    /// }
+    /// assert_eq!(stats.packets_refused, 0);
+    /// assert_eq!((stats.batches_stalled, stats.truncated, stats.sport_mismatch), (0, 0, 0));
+    /// # Ok::<(), homa_socket::Error>(())
+    /// ```
+    pub fn transport_stats(&self) -> crate::TransportStats {
+        let transport = self.inner.lock().transport.clone();
+        transport.stats()
+    }
+
     /// Whether every bpage of the receive region is back in the pool (no message is held
     /// by the application or being received).
     pub fn pool_is_idle(&self) -> bool {
@@ -580,17 +609,10 @@ impl Core {
             if self.send_batch.is_empty() {
                 return;
             }
-            match self.transport.send(&self.send_batch) {
-                Ok(unreachable) => {
-                    for (dest, kind) in unreachable {
-                        self.engine.handle_unreachable(dest, kind);
-                    }
-                }
-                Err(e) => {
-                    // The packets are lost; the protocol's loss recovery resends them.
-                    self.send_errors += 1;
-                    self.last_send_error = Some(e.kind());
-                }
+            // Refused packets are lost (the protocol's loss recovery resends them) and
+            // counted in the transport's stats.
+            for (dest, kind) in self.transport.send(&self.send_batch) {
+                self.engine.handle_unreachable(dest, kind);
             }
         }
     }

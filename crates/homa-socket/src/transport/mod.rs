@@ -9,7 +9,33 @@
 //! `Transport::recv` into a `RecvBatch`, whose slots can scatter each datagram's payload
 //! straight into the receive region where the engine predicts it belongs (direct
 //! placement, `homa_proto::engine::Placement`).
+//!
+//! # Errors
+//!
+//! A send error costs one packet, never an RPC, and never the rest of its batch:
+//!
+//! - `Transport::send` does not fail. A packet the kernel refuses (a firewall rule:
+//!   EPERM; no route: EHOSTUNREACH/ENETUNREACH; a full device queue: ENOBUFS; a
+//!   destination it cannot send to at all: EINVAL, ...) is skipped, like a packet lost on
+//!   the wire, and counted by errno in [`TransportStats`]; the rest of the batch still
+//!   goes. The protocol's loss recovery resends what was skipped, or the RPC times out.
+//! - An errno from a send is not evidence about the destination (it may be a stale
+//!   error from an earlier ICMP report, or about the local host), so it never makes an
+//!   [`Unreachable`] report. Reports, which make the engine fail every RPC to a peer,
+//!   come only from ICMP errors queued on the socket (`IP_RECVERR` / `IPV6_RECVERR`),
+//!   which `Transport::take_unreachable` returns (sends and receives that find the queue
+//!   non-empty drain it and keep the reports for that call). The one exception is a
+//!   destination of the other address family, which the socket cannot send to at all:
+//!   `Transport::send` reports it as host unreachable (and counts it).
+//! - If the kernel's send buffer stays full for a second, the rest of the batch is
+//!   dropped (counted under EAGAIN and in [`TransportStats::batches_stalled`]).
+//!
+//! The receive side drops datagrams that cannot be Homa packets of the transport
+//! (truncated, a malformed raw IPv4 header, a UDP source port that disagrees with the
+//! Homa header) and counts them too; everything else goes to the engine, which checks
+//! the Homa packet itself.
 
+use std::collections::BTreeMap;
 use std::io;
 use std::net::{IpAddr, SocketAddr};
 use std::os::fd::RawFd;
@@ -61,6 +87,75 @@ impl Family {
         match self {
             Family::V4 => IpAddr::V4(std::net::Ipv4Addr::LOCALHOST),
             Family::V6 => IpAddr::V6(std::net::Ipv6Addr::LOCALHOST),
+        }
+    }
+}
+
+/// A snapshot of a transport's counters: what it could not send and what it dropped on
+/// receipt before the engine saw it (see [`Socket::transport_stats`]). The engine's own
+/// counters are [`Socket::stats`].
+///
+/// Every counter counts from the socket's creation; none is ever reset.
+///
+/// [`Socket::transport_stats`]: crate::Socket::transport_stats
+/// [`Socket::stats`]: crate::Socket::stats
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct TransportStats {
+    /// Packets not sent because the kernel refused them (a firewall rule, no route, a
+    /// full device queue, an invalid destination, a send buffer that stayed full, ...):
+    /// lost like packets dropped on the wire. The sum of
+    /// [`refused_by_errno`](Self::refused_by_errno).
+    pub packets_refused: u64,
+    /// [`packets_refused`](Self::packets_refused) by the errno that refused them
+    /// (`libc::EPERM`, ...; see [`std::io::Error::from_raw_os_error`]). A GSO send of
+    /// several packets counts each. Packets dropped because the send buffer stayed full
+    /// are under EAGAIN; packets to a destination of the other address family are under
+    /// EAFNOSUPPORT.
+    pub refused_by_errno: BTreeMap<i32, u64>,
+    /// Batches whose rest was dropped because the kernel's send buffer stayed full for
+    /// a second (their packets are counted under EAGAIN).
+    pub batches_stalled: u64,
+    /// Received datagrams dropped because they were larger than a receive slot (the
+    /// engine's largest packet).
+    pub truncated: u64,
+    /// Received datagrams dropped because their IP header was impossible: an IPv4
+    /// header that does not describe a protocol-146 packet of the length received (raw
+    /// IP only; always 0 for UDP).
+    pub malformed: u64,
+    /// Received datagrams dropped because their UDP source port differs from the
+    /// source port in their Homa header (UDP only; always 0 otherwise).
+    pub sport_mismatch: u64,
+}
+
+/// The send-side counters, kept under the send mutex (which every send holds anyway).
+#[derive(Debug, Default)]
+pub(crate) struct SendCounters {
+    /// Packets refused, by errno.
+    refused: BTreeMap<i32, u64>,
+    batches_stalled: u64,
+}
+
+impl SendCounters {
+    /// Counts `packets` packets refused with `errno`.
+    pub(crate) fn refused(&mut self, errno: i32, packets: usize) {
+        if packets > 0 {
+            *self.refused.entry(errno).or_insert(0) += packets as u64;
+        }
+    }
+
+    /// Counts a batch whose rest was dropped because the send buffer stayed full.
+    pub(crate) fn stalled(&mut self) {
+        self.batches_stalled += 1;
+    }
+
+    /// The send side of a snapshot (the receive counters are left 0).
+    pub(crate) fn snapshot(&self) -> TransportStats {
+        TransportStats {
+            packets_refused: self.refused.values().sum(),
+            refused_by_errno: self.refused.clone(),
+            batches_stalled: self.batches_stalled,
+            ..TransportStats::default()
         }
     }
 }
@@ -120,11 +215,20 @@ impl SendBatch {
     /// A batch of whole packets `(TOS, bytes)`, all to `to`.
     #[cfg(test)]
     pub(crate) fn of(to: SocketAddr, packets: &[(u8, Vec<u8>)]) -> SendBatch {
-        let max = packets.iter().map(|p| p.1.len()).max().unwrap_or(1);
+        let packets: Vec<_> = packets
+            .iter()
+            .map(|(tos, p)| (to, *tos, p.clone()))
+            .collect();
+        SendBatch::of_many(&packets)
+    }
+    /// A batch of whole packets `(destination, TOS, bytes)`.
+    #[cfg(test)]
+    pub(crate) fn of_many(packets: &[(SocketAddr, u8, Vec<u8>)]) -> SendBatch {
+        let max = packets.iter().map(|p| p.2.len()).max().unwrap_or(1);
         let mut batch = SendBatch::new(max, packets.len());
-        for (tos, bytes) in packets {
+        for (to, tos, bytes) in packets {
             batch.next_buf()[..bytes.len()].copy_from_slice(bytes);
-            batch.commit(to, *tos, bytes.len());
+            batch.commit(*to, *tos, bytes.len());
         }
         batch
     }
@@ -273,12 +377,21 @@ impl Transport {
     }
 
     /// Sends every packet of `batch` (blocking briefly if the kernel's buffer is full).
-    /// Errors for one destination (e.g. unreachable) do not stop the others; they are
-    /// returned as unreachable reports instead.
-    pub(crate) fn send(&self, batch: &SendBatch) -> io::Result<Vec<(SocketAddr, Unreachable)>> {
+    /// A packet the kernel refuses is skipped and counted (see the module docs); the
+    /// rest still goes. Returns a host-unreachable report for each destination of the
+    /// other address family (the only reports a send makes).
+    pub(crate) fn send(&self, batch: &SendBatch) -> Vec<(SocketAddr, Unreachable)> {
         match self {
             Transport::Udp(t) => t.send(batch),
             Transport::Raw(t) => t.send(batch),
+        }
+    }
+
+    /// A snapshot of the transport's counters.
+    pub(crate) fn stats(&self) -> TransportStats {
+        match self {
+            Transport::Udp(t) => t.stats(),
+            Transport::Raw(t) => t.stats(),
         }
     }
 

@@ -24,6 +24,17 @@
 //! - ICMP errors: every protocol-146 raw socket gets the ICMP errors about every
 //!   protocol-146 packet sent from the host; a report is ours when the quoted Homa header's
 //!   source port is our port, and its destination port tells which Homa port failed.
+//!   These are the only [`Unreachable`] reports (see the parent module's docs).
+//! - Send errors follow the UDP transport's rules (the send loop is shared): a message
+//!   that still fails after draining the error queue and retrying is skipped and counted
+//!   by errno (EPERM from a firewall rule, ...), the rest of the batch goes on, and a send
+//!   buffer full for too long drops the rest of the batch. A destination whose source
+//!   address cannot be looked up (no route: ENETUNREACH, EHOSTUNREACH; a broadcast
+//!   address: EACCES, ...) cannot be sent to by the kernel either: its packets are
+//!   skipped and counted by that errno, not reported (loss recovery or the RPC timeout
+//!   deals with them). Only when the lookup fails for lack of local resources (out of
+//!   descriptors or memory) does the packet go without a checksum, which no receiver
+//!   verifies (PROTOCOL.md 1.3).
 
 use std::collections::HashMap;
 use std::io;
@@ -37,11 +48,9 @@ use homa_proto::engine::Unreachable;
 use homa_proto::wire::{fill_checksum, IPPROTO_HOMA};
 
 use super::sys::{self, QueuedError, RecvScratch, IPV4_HEADER_LEN};
-use super::udp::{
-    bind_random_client_port, drain_error_queue, lock, per_destination, send_messages,
-};
+use super::udp::{bind_random_client_port, drain_error_queue, lock, send_messages};
 use super::udp::{recv_batch, SendState, MIN_CLIENT_PORT};
-use super::{Family, RecvBatch, SendBatch, TransportOptions};
+use super::{Family, RecvBatch, SendBatch, TransportOptions, TransportStats};
 
 /// Largest IP datagram expressible in IPv4's total length / IPv6's payload length.
 const IP_MAX: usize = 65535;
@@ -58,6 +67,31 @@ const SOURCE_CACHE_MAX: usize = 4096;
 /// What a permission failure opening the socket says.
 const NEEDS_CAP_NET_RAW: &str =
     "opening a raw IP socket for protocol 146 needs CAP_NET_RAW (run as root or grant the capability)";
+
+/// What looking up the source address towards a destination gave.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Source {
+    /// The address the kernel uses.
+    Found(IpAddr),
+    /// The lookup failed for lack of local resources (out of descriptors or memory): the
+    /// packet can still go, without a checksum, which no receiver verifies (PROTOCOL.md
+    /// 1.3).
+    Unknown,
+    /// The kernel cannot send there (no route, a broadcast address, ...): this errno.
+    Refused(i32),
+}
+
+impl Source {
+    fn of(found: io::Result<IpAddr>) -> Source {
+        match found {
+            Ok(src) => Source::Found(src),
+            Err(e) => match e.raw_os_error() {
+                Some(libc::EMFILE | libc::ENFILE | libc::ENOBUFS | libc::ENOMEM) => Source::Unknown,
+                errno => Source::Refused(errno.unwrap_or(libc::EIO)),
+            },
+        }
+    }
+}
 
 /// The abstract Unix socket name that reserves a Homa port for raw-IP sockets.
 fn reservation_name(port: u16) -> String {
@@ -199,44 +233,39 @@ impl RawTransport {
     }
 
     /// Sends the batch: each packet copied with its checksum filled, then one
-    /// `sendmmsg` (more if the kernel takes only part of it).
-    pub(crate) fn send(&self, batch: &SendBatch) -> io::Result<Vec<(SocketAddr, Unreachable)>> {
+    /// `sendmmsg` (more if the kernel takes only part of it). Refused packets are skipped
+    /// and counted (see the module docs); returns the wrong-family reports.
+    pub(crate) fn send(&self, batch: &SendBatch) -> Vec<(SocketAddr, Unreachable)> {
         let mut reports = Vec::new();
         let mut guard = lock(&self.send);
         let st = &mut *guard;
         st.buf.clear();
         st.packets.clear();
         let now = Instant::now();
-        let mut last: Option<(IpAddr, IpAddr)> = None;
+        // Batches usually go to few destinations: repeats skip the lookup, failed or not.
+        let mut last: Option<(IpAddr, Source)> = None;
         for (dest, tos, head, payload) in batch.iter() {
             if Family::of(dest.ip()) != self.family {
+                st.state.counters.refused(libc::EAFNOSUPPORT, 1);
                 if !reports.contains(&(dest, Unreachable::Host)) {
                     reports.push((dest, Unreachable::Host));
                 }
                 continue;
             }
-            // Batches usually go to few destinations: skip the lookup for repeats.
-            let found = match last {
-                Some((d, src)) if d == dest.ip() => Ok(src),
-                _ => self.source_for(dest.ip(), now),
+            let source = match last {
+                Some((d, source)) if d == dest.ip() => source,
+                _ => Source::of(self.source_for(dest.ip(), now)),
             };
-            let src = match found {
-                Ok(src) => {
-                    last = Some((dest.ip(), src));
-                    Some(src)
+            last = Some((dest.ip(), source));
+            let src = match source {
+                Source::Found(src) => Some(src),
+                Source::Unknown => None,
+                // The kernel could not send the packet either. Lost, not reported: loss
+                // recovery or the RPC's timeout deals with it.
+                Source::Refused(errno) => {
+                    st.state.counters.refused(errno, 1);
+                    continue;
                 }
-                Err(e) => match per_destination(&e) {
-                    // No route: the kernel could not send it either.
-                    Some(kind) => {
-                        if !reports.contains(&(dest, kind)) {
-                            reports.push((dest, kind));
-                        }
-                        continue;
-                    }
-                    // A local failure (out of descriptors, ...): send it without the
-                    // checksum, which no receiver verifies (PROTOCOL.md 1.3).
-                    None => None,
-                },
             };
             // The checksum covers the whole packet: header and payload go together here.
             let start = st.buf.len();
@@ -260,15 +289,9 @@ impl RawTransport {
         }
         let drain = || self.drain_to_pending();
         let fd = self.fd.as_raw_fd();
-        send_messages(
-            fd,
-            &mut b,
-            &st.state.ranges,
-            &st.packets,
-            &mut reports,
-            &drain,
-        )?;
-        Ok(reports)
+        // Raw sends are never GSO messages: no GSO refusal to handle.
+        let _ = send_messages(fd, &mut b, &st.state.ranges, &mut st.state.counters, &drain);
+        reports
     }
 
     /// The Homa destination port of an error report about one of our packets.
@@ -297,7 +320,7 @@ impl RawTransport {
             batch,
             prefix,
             || self.drain_to_pending(),
-            |scratch, i| {
+            |scratch, _, i| {
                 let r = scratch.received(i);
                 if r.truncated {
                     self.truncated.fetch_add(1, Ordering::Relaxed);
@@ -332,16 +355,12 @@ impl RawTransport {
         self.fd.as_raw_fd()
     }
 
-    /// How many received datagrams were dropped for not fitting a slot.
-    #[cfg_attr(not(test), allow(dead_code))]
-    pub(crate) fn truncated(&self) -> u64 {
-        self.truncated.load(Ordering::Relaxed)
-    }
-
-    /// How many received datagrams had an impossible IPv4 header (for statistics).
-    #[allow(dead_code)]
-    pub(crate) fn malformed(&self) -> u64 {
-        self.malformed.load(Ordering::Relaxed)
+    /// A snapshot of the counters.
+    pub(crate) fn stats(&self) -> TransportStats {
+        let mut stats = lock(&self.send).state.counters.snapshot();
+        stats.truncated = self.truncated.load(Ordering::Relaxed);
+        stats.malformed = self.malformed.load(Ordering::Relaxed);
+        stats
     }
 }
 
@@ -374,7 +393,9 @@ fn ipv4_payload(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::transport::sys::test_util::{enable_recv_tos, inject_icmp, recv_with_tos};
+    use crate::transport::sys::test_util::{
+        enable_recv_tos, inject_icmp, raw_ip_allowed, recv_with_tos, OutputRule,
+    };
     use crate::transport::TransportKind;
     use homa_proto::wire::packet_checksum;
 
@@ -388,7 +409,9 @@ mod tests {
         }
     }
 
-    /// Raw sockets must open here (the tests run as root): fail loudly otherwise.
+    /// A client transport. Every test that opens raw sockets first checks
+    /// [`raw_ip_allowed`] (and is skipped without CAP_NET_RAW); after that, failing to
+    /// open one is a bug.
     fn client(family: Family) -> RawTransport {
         RawTransport::open(&options(family, None))
             .unwrap_or_else(|e| panic!("raw transport tests need CAP_NET_RAW: {e}"))
@@ -431,7 +454,7 @@ mod tests {
         from: &RawTransport,
         to: SocketAddr,
         packets: &[(u8, Vec<u8>)],
-    ) -> io::Result<Vec<(SocketAddr, Unreachable)>> {
+    ) -> Vec<(SocketAddr, Unreachable)> {
         from.send(&SendBatch::of(to, packets))
     }
 
@@ -464,6 +487,9 @@ mod tests {
     }
 
     fn roundtrip(family: Family) {
+        if !raw_ip_allowed() {
+            return;
+        }
         let server = server(family);
         let client = client(family);
         let (sport, dport) = (client.local_port(), server.local_port());
@@ -475,7 +501,7 @@ mod tests {
             .enumerate()
             .map(|(i, &len)| ((i as u8 % 8) << 5, packet(sport, dport, i as u8, len)))
             .collect();
-        assert!(send(&client, to, &packets).unwrap().is_empty());
+        assert!(send(&client, to, &packets).is_empty());
         let got = receive(&server, max, sport, dport, packets.len());
         for (i, (from, p)) in got.iter().enumerate() {
             assert_eq!(*from, family.loopback());
@@ -507,6 +533,9 @@ mod tests {
 
     /// The TOS / Traffic Class of each packet, as seen by a plain raw socket.
     fn tos_lands_in_header(family: Family) {
+        if !raw_ip_allowed() {
+            return;
+        }
         let observer = sys::socket(family, libc::SOCK_RAW, i32::from(IPPROTO_HOMA)).unwrap();
         let obs = observer.as_raw_fd();
         if family == Family::V6 {
@@ -518,11 +547,7 @@ mod tests {
         let packets: Vec<(u8, Vec<u8>)> = (0..8u8)
             .map(|l| (l << 5, packet(sport, dport, l, 40 + usize::from(l))))
             .collect();
-        assert!(
-            send(&client, SocketAddr::new(family.loopback(), dport), &packets)
-                .unwrap()
-                .is_empty()
-        );
+        assert!(send(&client, SocketAddr::new(family.loopback(), dport), &packets).is_empty());
         let mut seen = 0;
         let mut buf = vec![0; 2000];
         let header = if family == Family::V4 { 20 } else { 0 };
@@ -558,6 +583,9 @@ mod tests {
 
     #[test]
     fn raw_ports_are_reserved() {
+        if !raw_ip_allowed() {
+            return;
+        }
         for family in [Family::V4, Family::V6] {
             let a = client(family);
             let b = client(family);
@@ -580,6 +608,9 @@ mod tests {
     /// Forged ICMP errors about our packets become reports; about another socket's
     /// packets, nothing.
     fn icmp_reports(family: Family) {
+        if !raw_ip_allowed() {
+            return;
+        }
         let ours = client(family);
         let bystander = client(family);
         let cases: &[(u8, u8, Unreachable)] = match family {
@@ -623,6 +654,9 @@ mod tests {
 
     #[test]
     fn raw_oversize_datagrams_are_dropped_and_counted() {
+        if !raw_ip_allowed() {
+            return;
+        }
         for family in [Family::V4, Family::V6] {
             let server = server(family);
             let client = client(family);
@@ -633,16 +667,19 @@ mod tests {
                 (0, packet(sport, dport, 2, 50)),
                 (0, packet(sport, dport, 3, 100)),
             ];
-            assert!(send(&client, to, &packets).unwrap().is_empty());
+            assert!(send(&client, to, &packets).is_empty());
             let got = receive(&server, 100, sport, dport, 2);
             assert_eq!(got[0].1[18..], packets[1].1[18..]);
             assert_eq!(got[1].1[18..], packets[2].1[18..]);
-            assert!(server.truncated() >= 1);
+            assert!(server.stats().truncated >= 1);
         }
     }
 
     #[test]
     fn raw_loopback_maxima_are_exact() {
+        if !raw_ip_allowed() {
+            return;
+        }
         for family in [Family::V4, Family::V6] {
             let server = server(family);
             let client = client(family);
@@ -661,13 +698,99 @@ mod tests {
             let (sport, dport) = (client.local_port(), server.local_port());
             let max = client.max_packets().2;
             let to = SocketAddr::new(family.loopback(), dport);
-            send(&client, to, &[(0, packet(sport, dport, 1, max))]).unwrap();
+            assert!(send(&client, to, &[(0, packet(sport, dport, 1, max))]).is_empty());
             assert_eq!(receive(&server, max, sport, dport, 1)[0].1.len(), max);
-            let err = send(&client, to, &[(0, packet(sport, dport, 1, max + 1))]).unwrap_err();
-            assert_eq!(err.raw_os_error(), Some(libc::EMSGSIZE), "{family:?}");
+            // One byte more is refused (and counted), not sent as fragments.
+            assert!(send(&client, to, &[(0, packet(sport, dport, 1, max + 1))]).is_empty());
+            let refused = client.stats().refused_by_errno;
+            assert_eq!(refused, [(libc::EMSGSIZE, 1)].into(), "{family:?}");
         }
         assert_eq!(V4_LOOPBACK_MAX, 65515);
         assert_eq!(V6_LOOPBACK_MAX, 65496);
+    }
+
+    /// Destinations the kernel cannot send to (no source address: a broadcast address
+    /// over IPv4, a multicast address without a scope over IPv6) lose their packets, which
+    /// are counted by errno, not reported; the rest of the batch goes.
+    fn refused_packet_costs_only_itself(family: Family) {
+        if !raw_ip_allowed() {
+            return;
+        }
+        let (unsendable, errno): (IpAddr, _) = match family {
+            Family::V4 => (Ipv4Addr::BROADCAST.into(), libc::EACCES),
+            Family::V6 => ("ff02::1".parse().unwrap(), libc::EINVAL),
+        };
+        let server = server(family);
+        let client = client(family);
+        let (sport, dport) = (client.local_port(), server.local_port());
+        let live = SocketAddr::new(family.loopback(), dport);
+        let dead = SocketAddr::new(unsendable, dport);
+        let plan = [live, live, dead, live, dead, dead, live];
+        let packets: Vec<_> = plan
+            .iter()
+            .enumerate()
+            .map(|(k, &to)| (to, 0, packet(sport, dport, k as u8, 100)))
+            .collect();
+        assert!(client.send(&SendBatch::of_many(&packets)).is_empty());
+        let got = receive(&server, 200, sport, dport, 4);
+        let ids: Vec<u8> = got.iter().map(|(_, p)| p[18]).collect();
+        let sent: Vec<u8> = [0, 1, 3, 6].iter().map(|&k| packets[k].2[18]).collect();
+        assert_eq!(ids, sent);
+        let stats = client.stats();
+        assert_eq!(stats.refused_by_errno, [(errno, 3)].into(), "{stats:?}");
+        assert_eq!(stats.packets_refused, 3);
+        assert!(client.take_unreachable().unwrap().is_empty());
+    }
+
+    #[test]
+    fn raw_v4_a_refused_packet_costs_only_itself() {
+        refused_packet_costs_only_itself(Family::V4);
+    }
+
+    #[test]
+    fn raw_v6_a_refused_packet_costs_only_itself() {
+        refused_packet_costs_only_itself(Family::V6);
+    }
+
+    /// A firewall rule dropping protocol-146 packets to one address (the send fails with
+    /// EPERM) loses those packets only: counted, not reported. (IPv4 only: the rule is
+    /// made unique by a random 127/8 address, and IPv6 has one loopback address.)
+    #[test]
+    fn raw_v4_a_firewall_eperm_is_loss_not_unreachable() {
+        if !raw_ip_allowed() {
+            return;
+        }
+        let server = server(Family::V4);
+        let client = client(Family::V4);
+        let (sport, dport) = (client.local_port(), server.local_port());
+        let r = sys::random_u64().to_be_bytes();
+        let blocked_ip = Ipv4Addr::new(127, r[0], r[1], r[2].clamp(2, 254));
+        let blocked = SocketAddr::new(blocked_ip.into(), dport);
+        let live = SocketAddr::new(Family::V4.loopback(), dport);
+        let ip = blocked_ip.to_string();
+        let Some(rule) = OutputRule::insert(Family::V4, &["-p", "146", "-d", &ip, "-j", "DROP"])
+        else {
+            return;
+        };
+        let plan = [blocked, live, blocked, blocked, live];
+        let packets: Vec<_> = plan
+            .iter()
+            .enumerate()
+            .map(|(k, &to)| (to, 0, packet(sport, dport, k as u8, 100)))
+            .collect();
+        let reports = client.send(&SendBatch::of_many(&packets));
+        drop(rule);
+        assert!(reports.is_empty(), "{reports:?}");
+        let got = receive(&server, 200, sport, dport, 2);
+        let ids: Vec<u8> = got.iter().map(|(_, p)| p[18]).collect();
+        assert_eq!(ids, vec![packets[1].2[18], packets[4].2[18]]);
+        let stats = client.stats();
+        assert_eq!(
+            stats.refused_by_errno,
+            [(libc::EPERM, 3)].into(),
+            "{stats:?}"
+        );
+        assert!(client.take_unreachable().unwrap().is_empty());
     }
 
     #[test]

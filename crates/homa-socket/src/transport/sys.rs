@@ -937,9 +937,115 @@ pub(crate) fn wait_writable(fd: RawFd, timeout: Duration) -> io::Result<bool> {
 
 #[cfg(test)]
 pub(crate) mod test_util {
-    //! Helpers for the transports' tests: plain receives that report the TOS byte.
+    //! Helpers for the transports' tests: plain receives that report the TOS byte, forged
+    //! ICMP errors, firewall rules, and skipping tests that need privileges.
 
     use super::*;
+
+    /// Set to `1`, this environment variable makes tests that need privileges fail
+    /// instead of skipping when the privileges (or tools) are missing.
+    pub(crate) const REQUIRE_PRIVILEGED: &str = "HOMA_TEST_REQUIRE_PRIVILEGED";
+
+    /// Skips the calling test for `reason` (the caller returns after this): prints
+    /// `skipped: <reason>` to stderr, or fails with the reason if
+    /// [`REQUIRE_PRIVILEGED`]`=1`.
+    pub(crate) fn skip(reason: &str) {
+        if std::env::var_os(REQUIRE_PRIVILEGED).is_some_and(|v| v == "1") {
+            panic!("{reason} ({REQUIRE_PRIVILEGED}=1: not skipping)");
+        }
+        eprintln!("skipped: {reason}");
+    }
+
+    /// Whether this thread may open raw IP sockets (CAP_NET_RAW). If it may not, the
+    /// calling test is [skipped](skip) and should return.
+    pub(crate) fn raw_ip_allowed() -> bool {
+        match socket(
+            Family::V4,
+            libc::SOCK_RAW,
+            c_int::from(homa_proto::wire::IPPROTO_HOMA),
+        ) {
+            Ok(_) => true,
+            Err(e) if matches!(e.raw_os_error(), Some(libc::EPERM | libc::EACCES)) => {
+                skip("raw IP tests need CAP_NET_RAW (run as root)");
+                false
+            }
+            Err(e) => panic!("opening a raw IP socket: {e}"),
+        }
+    }
+
+    /// Whether the process runs as root (effective uid 0, from `/proc/self/status`).
+    fn is_root() -> bool {
+        let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix("Uid:"))
+            .and_then(|ids| ids.split_whitespace().nth(1))
+            == Some("0")
+    }
+
+    /// A netfilter rule at the top of the OUTPUT chain (`iptables` / `ip6tables -I
+    /// OUTPUT`), deleted again when dropped, also when the test panics.
+    pub(crate) struct OutputRule {
+        tool: &'static str,
+        spec: Vec<String>,
+    }
+
+    impl OutputRule {
+        /// Inserts the rule `spec` (e.g. `-p udp --dport 5000 -j DROP`) for `family`.
+        /// `None` if that cannot be done here (not root, the tool missing or failing):
+        /// then the calling test is [skipped](skip) and should return.
+        pub(crate) fn insert(family: Family, spec: &[&str]) -> Option<OutputRule> {
+            let tool = match family {
+                Family::V4 => "iptables",
+                Family::V6 => "ip6tables",
+            };
+            if !is_root() {
+                skip(&format!("firewall tests need root (to run {tool})"));
+                return None;
+            }
+            let rule = OutputRule {
+                tool,
+                spec: spec.iter().map(|s| s.to_string()).collect(),
+            };
+            match rule.run("-I") {
+                Ok(()) => Some(rule),
+                Err(why) => {
+                    skip(&why);
+                    None
+                }
+            }
+        }
+
+        /// Runs `tool <op> OUTPUT <spec>`; the error says what went wrong.
+        fn run(&self, op: &str) -> Result<(), String> {
+            let out = std::process::Command::new(self.tool)
+                .arg(op)
+                .arg("OUTPUT")
+                .args(&self.spec)
+                .output();
+            let what = format!("{} {op} OUTPUT {}", self.tool, self.spec.join(" "));
+            match out {
+                Ok(out) if out.status.success() => Ok(()),
+                Ok(out) => Err(format!(
+                    "`{what}` failed ({}): {}",
+                    out.status,
+                    String::from_utf8_lossy(&out.stderr).trim()
+                )),
+                Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                    Err(format!("{} is not installed", self.tool))
+                }
+                Err(e) => Err(format!("running `{what}`: {e}")),
+            }
+        }
+    }
+
+    impl Drop for OutputRule {
+        fn drop(&mut self) {
+            if let Err(why) = self.run("-D") {
+                eprintln!("could not remove a test's firewall rule: {why}");
+            }
+        }
+    }
 
     /// Turns on reporting of the received TOS / Traffic Class (IP_RECVTOS /
     /// IPV6_RECVTCLASS).

@@ -14,17 +14,34 @@
 //!   the route, a segment larger than the path MTU, ...), GSO is turned off for this
 //!   transport and the rest goes one packet per datagram.
 //! - Receives are one `recvmmsg` for up to the batch's capacity; datagrams larger than a
-//!   slot are dropped and counted.
+//!   slot are dropped and counted (`truncated`).
+//! - The source port rule: a received datagram whose UDP source port differs from the
+//!   `sport` of its Homa header (its first two bytes, big-endian) is dropped and counted
+//!   (`sport_mismatch`). The engine takes the peer's Homa port from the header and
+//!   answers to that UDP port, and every homa-rs UDP socket sends with its Homa port as
+//!   its UDP port; a datagram that disagrees is not from the socket it names (forged, or
+//!   from some other program), and answering it would aim packets at a port that never
+//!   sent any. (The first two bytes are always in the datagram's slot, also when the rest
+//!   is scattered: the first [`SCATTER_HEAD`](sys::SCATTER_HEAD) bytes stay there.)
+//!   Datagrams shorter than two bytes are passed on; the engine counts them malformed.
 //! - ICMP errors about packets we sent are queued on the socket (`IP_RECVERR` /
 //!   `IPV6_RECVERR`) and turned into [`Unreachable`] reports (PROTOCOL.md 4.6), with the
-//!   original destination (UDP port = Homa port) from the queued entry's address.
+//!   original destination (UDP port = Homa port) from the queued entry's address. These
+//!   are the only reports (see the parent module's docs): an errno returned by a send is
+//!   never one.
 //! - Each ICMP error also sets the socket's pending error, which makes the *next* send or
 //!   receive fail once with its errno (ECONNREFUSED, ...), whatever that call was about.
-//!   So a failed send drains the error queue (keeping the reports for
-//!   `take_unreachable`) and retries the same packet; only an error that persists is
-//!   taken to be about that packet's destination (then the packet is skipped and
-//!   reported, and the rest of the batch still goes). A failed receive likewise drains
-//!   and receives again.
+//!   So a send that fails with any errno but EAGAIN drains the error queue (keeping the
+//!   reports for `take_unreachable`) and retries the same message, at most
+//!   `SEND_RETRIES` times. If it still fails, the error is taken to be about that
+//!   message: it is skipped (all its packets, for a GSO message), counted by errno
+//!   (`refused_by_errno`: EPERM from a firewall rule, EHOSTUNREACH, ENOBUFS, EINVAL for
+//!   UDP port 0, EMSGSIZE, ...), and the rest of the batch still goes. A failed receive
+//!   likewise drains and receives again.
+//! - EAGAIN (send buffer full) waits for room; after `SEND_STALL_LIMIT` without progress
+//!   the rest of the batch is dropped and counted (`batches_stalled`, and its packets
+//!   under EAGAIN). Send errors never fail the call: lost packets are for the protocol's
+//!   loss recovery.
 //!
 //! The pieces shared with the raw transport (ICMP classification, the batched send loop,
 //! the error-queue drain) live here too.
@@ -39,7 +56,7 @@ use std::time::{Duration, Instant};
 use homa_proto::engine::Unreachable;
 
 use super::sys::{self, QueuedError, RecvScratch, SendScratch};
-use super::{Family, RecvBatch, SendBatch, TransportOptions};
+use super::{Family, RecvBatch, SendBatch, SendCounters, TransportOptions, TransportStats};
 
 /// Bytes of IPv4 header (no options) plus UDP header.
 const V4_OVERHEAD: usize = 20 + 8;
@@ -63,32 +80,12 @@ const GSO_MAX_SEGMENT: usize = 9000;
 /// Largest total payload of one GSO send (the kernel's limit is just under 64 KiB).
 const GSO_MAX_BYTES: usize = 65000;
 /// How long one wait for send-buffer room may take, and how long a send may go without
-/// progress before giving up.
+/// progress before giving up on the rest of the batch.
 const SEND_WAIT: Duration = Duration::from_millis(10);
 const SEND_STALL_LIMIT: Duration = Duration::from_secs(1);
-/// How often a packet whose send failed with a (possibly stale) socket error is retried
-/// before the error is taken to be about that packet.
+/// How often a message whose send failed with a (possibly stale) socket error is retried
+/// before the error is taken to be about that message.
 const SEND_RETRIES: u32 = 2;
-
-/// Whether `e` is an error about one destination (a pending ICMP report or a routing
-/// failure), which must not stop the rest of a batch.
-pub(crate) fn per_destination(e: &io::Error) -> Option<Unreachable> {
-    match e.raw_os_error()? {
-        libc::ECONNREFUSED => Some(Unreachable::Port),
-        libc::ENOPROTOOPT | libc::EPROTONOSUPPORT => Some(Unreachable::Protocol),
-        libc::EHOSTUNREACH
-        | libc::ENETUNREACH
-        | libc::EHOSTDOWN
-        | libc::ENETDOWN
-        | libc::ENONET
-        | libc::EADDRNOTAVAIL
-        | libc::EPROTO
-        // A firewall rule refusing this destination (netfilter: EPERM).
-        | libc::EPERM
-        | libc::EACCES => Some(Unreachable::Host),
-        _ => None,
-    }
-}
 
 /// What an ICMP report means for Homa (PROTOCOL.md 4.6), from the extended error's origin,
 /// type and code. `None` for reports that are not about reachability (fragmentation
@@ -128,15 +125,16 @@ pub(crate) fn unspecified(family: Family) -> IpAddr {
 ///
 /// A pending socket error (an ICMP report) fails a receive once: `drain` moves the reports
 /// aside and the receive is tried again (at most four times). `classify` turns datagram
-/// `i` into (source, start, length) or drops it (counting why). If every datagram of a
-/// batch was dropped, the queue is read again, since it may hold more.
+/// `i` into (source, start, length) or drops it (counting why); it also gets the batch's
+/// buffer, where datagram `i`'s slot starts at `i * batch.max_packet`. If every datagram
+/// of a batch was dropped, the queue is read again, since it may hold more.
 pub(crate) fn recv_batch(
     scratch: &mut RecvScratch,
     fd: RawFd,
     batch: &mut RecvBatch,
     ipv4_prefix: bool,
     mut drain: impl FnMut() -> io::Result<()>,
-    mut classify: impl FnMut(&RecvScratch, usize) -> Option<(IpAddr, usize, usize)>,
+    mut classify: impl FnMut(&RecvScratch, &[u8], usize) -> Option<(IpAddr, usize, usize)>,
 ) -> io::Result<usize> {
     batch.packets.clear();
     let mut failures = 0;
@@ -164,7 +162,7 @@ pub(crate) fn recv_batch(
             }
         };
         for i in 0..n {
-            if let Some(packet) = classify(scratch, i) {
+            if let Some(packet) = classify(scratch, &batch.buf, i) {
                 batch.packets.push(packet);
             }
         }
@@ -201,11 +199,13 @@ pub(crate) fn bind_random_client_port<T>(
     ))
 }
 
-/// The send-side scratch: message headers and, per message, (first packet, count).
+/// The send-side state: message headers, per message (first packet, count), and the
+/// send counters (kept here because every send holds this state's mutex anyway).
 #[derive(Debug)]
 pub(crate) struct SendState {
     pub(crate) scratch: SendScratch,
     pub(crate) ranges: Vec<(usize, usize)>,
+    pub(crate) counters: SendCounters,
 }
 
 impl SendState {
@@ -213,6 +213,7 @@ impl SendState {
         SendState {
             scratch: SendScratch::new(capacity),
             ranges: Vec::with_capacity(capacity),
+            counters: SendCounters::default(),
         }
     }
 }
@@ -253,18 +254,18 @@ fn gso_refused(e: &io::Error) -> bool {
     )
 }
 
-/// Sends the messages in `b` (packets `ranges` of `packets`), handling partial sends, a
-/// full send buffer and per-destination errors. Returns `Ok(Some(packet))` when a GSO
-/// message starting at `packet` was refused: the caller turns GSO off and rebuilds.
+/// Sends the messages in `b` (packet `ranges`: (first packet, count) per message),
+/// handling partial sends, a full send buffer and refused messages, which are skipped and
+/// counted in `counters` (see the module docs). Returns `Some(packet)` when a GSO message
+/// starting at `packet` was refused: the caller turns GSO off and rebuilds from there.
 /// `drain` moves the socket's error queue to the pending reports.
 pub(crate) fn send_messages(
     fd: RawFd,
     b: &mut sys::SendBuilder<'_, '_>,
     ranges: &[(usize, usize)],
-    packets: &[(SocketAddr, u8, usize, usize)],
-    reports: &mut Vec<(SocketAddr, Unreachable)>,
+    counters: &mut SendCounters,
     drain: &dyn Fn() -> io::Result<()>,
-) -> io::Result<Option<usize>> {
+) -> Option<usize> {
     let mut msg = 0;
     let mut retries = 0;
     let mut progress = Instant::now();
@@ -280,46 +281,45 @@ pub(crate) fn send_messages(
         };
         let (first, count) = ranges[msg];
         if count > 1 && gso_refused(&e) {
-            return Ok(Some(first));
+            return Some(first);
         }
-        match e.raw_os_error() {
-            Some(libc::EAGAIN) => {
-                if progress.elapsed() > SEND_STALL_LIMIT {
-                    return Err(e);
-                }
-                sys::wait_writable(fd, SEND_WAIT)?;
+        // Every send error is an OS error; EIO stands in should one not be.
+        let errno = e.raw_os_error().unwrap_or(libc::EIO);
+        if errno == libc::EAGAIN {
+            // The send buffer is full: wait for room, unless it has been full too long
+            // (or the wait itself fails). Then the rest of the batch is lost.
+            let waited =
+                progress.elapsed() <= SEND_STALL_LIMIT && sys::wait_writable(fd, SEND_WAIT).is_ok();
+            if !waited {
+                counters.stalled();
+                counters.refused(libc::EAGAIN, ranges[msg..].iter().map(|r| r.1).sum());
+                return None;
             }
-            Some(libc::ENOBUFS) => {
-                // Dropped by a full device queue (reported because of IP_RECVERR): lost
-                // like any packet; the protocol's loss recovery resends it.
-                msg += 1;
-                retries = 0;
-            }
-            _ => {
-                // A pending socket error (an ICMP report about an earlier packet,
-                // possibly to another destination) fails the next send and is then
-                // cleared: fetch the reports and retry the same packet.
-                drain()?;
-                if retries < SEND_RETRIES {
-                    retries += 1;
-                    continue;
-                }
-                let kind = per_destination(&e).ok_or(e)?;
-                let report = (packets[first].0, kind);
-                if !reports.contains(&report) {
-                    reports.push(report);
-                }
-                msg += 1;
-                retries = 0;
-            }
+            continue;
         }
+        // A pending socket error (an ICMP report about an earlier packet, possibly to
+        // another destination) fails the next send and is then cleared: fetch the
+        // reports and retry the same message. (A failing drain only means fewer
+        // reports: the retries are bounded either way.)
+        let _ = drain();
+        if retries < SEND_RETRIES {
+            retries += 1;
+            continue;
+        }
+        // The error is about this message: it is lost, like a packet dropped on the
+        // wire, and the rest of the batch goes on.
+        counters.refused(errno, count);
+        msg += 1;
+        retries = 0;
+        progress = Instant::now();
     }
-    Ok(None)
+    None
 }
 
 /// Groups `packets[start..]` into messages: runs of up to 64 equal-size packets (the last
 /// may be shorter) to one destination with one TOS become one GSO message when `gso`.
-/// Packets of the wrong family are skipped (and reported, if `report`).
+/// Packets of the wrong family are skipped (and, if `first`, i.e. on the batch's first
+/// build, reported and counted under EAFNOSUPPORT).
 #[allow(clippy::too_many_arguments)]
 fn build<'d>(
     b: &mut sys::SendBuilder<'_, 'd>,
@@ -329,7 +329,8 @@ fn build<'d>(
     start: usize,
     gso: bool,
     reports: &mut Vec<(SocketAddr, Unreachable)>,
-    report: bool,
+    counters: &mut SendCounters,
+    first: bool,
 ) {
     let packets = &batch.packets;
     let mut i = start;
@@ -338,8 +339,11 @@ fn build<'d>(
         let len = batch.wire_len(i);
         if Family::of(dest.ip()) != family {
             // This socket cannot reach the other family at all.
-            if report && !reports.contains(&(dest, Unreachable::Host)) {
-                reports.push((dest, Unreachable::Host));
+            if first {
+                counters.refused(libc::EAFNOSUPPORT, 1);
+                if !reports.contains(&(dest, Unreachable::Host)) {
+                    reports.push((dest, Unreachable::Host));
+                }
             }
             i += 1;
             continue;
@@ -390,6 +394,8 @@ pub(crate) struct UdpTransport {
     gso: AtomicBool,
     /// Datagrams dropped because they did not fit a receive slot.
     truncated: AtomicU64,
+    /// Datagrams dropped because their UDP source port was not their Homa `sport`.
+    sport_mismatch: AtomicU64,
 }
 
 impl UdpTransport {
@@ -444,6 +450,7 @@ impl UdpTransport {
             pending: Mutex::new(Vec::new()),
             gso: AtomicBool::new(true),
             truncated: AtomicU64::new(0),
+            sport_mismatch: AtomicU64::new(0),
         })
     }
 
@@ -513,7 +520,8 @@ impl UdpTransport {
     }
 
     /// Sends the batch: one `sendmmsg` (more if the kernel takes only part of it).
-    pub(crate) fn send(&self, batch: &SendBatch) -> io::Result<Vec<(SocketAddr, Unreachable)>> {
+    /// Refused packets are skipped and counted; returns the wrong-family reports.
+    pub(crate) fn send(&self, batch: &SendBatch) -> Vec<(SocketAddr, Unreachable)> {
         let mut reports = Vec::new();
         let mut guard = lock(&self.send);
         let st = &mut *guard;
@@ -533,11 +541,12 @@ impl UdpTransport {
                 start,
                 gso,
                 &mut reports,
+                &mut st.counters,
                 first_build,
             );
             first_build = false;
-            match send_messages(fd, &mut b, &st.ranges, &batch.packets, &mut reports, &drain)? {
-                None => return Ok(reports),
+            match send_messages(fd, &mut b, &st.ranges, &mut st.counters, &drain) {
+                None => return reports,
                 Some(refused) => {
                     // The kernel refused GSO: send the rest one packet per datagram.
                     self.gso.store(false, Ordering::Relaxed);
@@ -565,13 +574,21 @@ impl UdpTransport {
             batch,
             false,
             || self.drain_to_pending(),
-            |scratch, i| {
+            |scratch, buf, i| {
                 let r = scratch.received(i);
                 if r.truncated || r.len > slot {
                     self.truncated.fetch_add(1, Ordering::Relaxed);
                     return None;
                 }
-                r.source.map(|src| (src.ip(), i * slot, r.len))
+                let src = r.source?;
+                let at = i * slot;
+                // The source port rule (module docs). The first bytes are in the slot
+                // even when the rest was scattered; in bounds, as 2 <= r.len <= slot.
+                if r.len >= 2 && u16::from_be_bytes([buf[at], buf[at + 1]]) != src.port() {
+                    self.sport_mismatch.fetch_add(1, Ordering::Relaxed);
+                    return None;
+                }
+                Some((src.ip(), at, r.len))
             },
         )
     }
@@ -589,17 +606,21 @@ impl UdpTransport {
         self.fd.as_raw_fd()
     }
 
-    /// How many received datagrams were dropped for not fitting a slot.
-    #[cfg_attr(not(test), allow(dead_code))]
-    pub(crate) fn truncated(&self) -> u64 {
-        self.truncated.load(Ordering::Relaxed)
+    /// A snapshot of the counters.
+    pub(crate) fn stats(&self) -> TransportStats {
+        let mut stats = lock(&self.send).counters.snapshot();
+        stats.truncated = self.truncated.load(Ordering::Relaxed);
+        stats.sport_mismatch = self.sport_mismatch.load(Ordering::Relaxed);
+        stats
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::transport::sys::test_util::{enable_recv_tos, inject_icmp, recv_with_tos};
+    use crate::transport::sys::test_util::{
+        enable_recv_tos, inject_icmp, raw_ip_allowed, recv_with_tos, OutputRule,
+    };
     use crate::transport::TransportKind;
 
     fn options(family: Family, port: Option<u16>) -> TransportOptions {
@@ -627,11 +648,16 @@ mod tests {
         panic!("no free server port");
     }
 
-    /// A packet of `len` bytes whose content identifies it.
-    fn packet(id: u8, len: usize) -> Vec<u8> {
-        (0..len)
+    /// A packet of `len` bytes whose content identifies it, from Homa port `sport` (in
+    /// its first two bytes, as in a Homa header, if it has two).
+    fn packet(sport: u16, id: u8, len: usize) -> Vec<u8> {
+        let mut p: Vec<u8> = (0..len)
             .map(|i| (i as u8).wrapping_mul(31).wrapping_add(id))
-            .collect()
+            .collect();
+        if let Some(head) = p.get_mut(..2) {
+            head.copy_from_slice(&sport.to_be_bytes());
+        }
+        p
     }
 
     /// Receives until `count` datagrams have arrived (waiting with a timeout).
@@ -655,13 +681,14 @@ mod tests {
         from: &UdpTransport,
         to: SocketAddr,
         packets: &[(u8, Vec<u8>)],
-    ) -> io::Result<Vec<(SocketAddr, Unreachable)>> {
+    ) -> Vec<(SocketAddr, Unreachable)> {
         from.send(&SendBatch::of(to, packets))
     }
 
     fn roundtrip(family: Family) {
         let server = server(family);
         let client = client(family);
+        let sport = client.local_port();
         let loopback_max = client.max_packets().2;
         let to = SocketAddr::new(family.loopback(), server.local_port());
         let sizes = [
@@ -680,9 +707,9 @@ mod tests {
         let packets: Vec<(u8, Vec<u8>)> = sizes
             .iter()
             .enumerate()
-            .map(|(i, &len)| (((i % 8) as u8) << 5, packet(i as u8, len)))
+            .map(|(i, &len)| (((i % 8) as u8) << 5, packet(sport, i as u8, len)))
             .collect();
-        assert!(send(&client, to, &packets).unwrap().is_empty());
+        assert!(send(&client, to, &packets).is_empty());
         let got = receive(&server, loopback_max, packets.len());
         let mut got_bytes: Vec<Vec<u8>> = got.iter().map(|g| g.1.clone()).collect();
         let mut sent: Vec<Vec<u8>> = packets.into_iter().map(|p| p.1).collect();
@@ -690,7 +717,7 @@ mod tests {
         sent.sort();
         assert_eq!(got_bytes, sent);
         assert!(got.iter().all(|g| g.0 == family.loopback()));
-        assert_eq!(server.truncated(), 0);
+        assert_eq!(server.stats(), TransportStats::default());
     }
 
     #[test]
@@ -706,12 +733,13 @@ mod tests {
     fn tos_is_set(family: Family) {
         let server = server(family);
         let client = client(family);
+        let sport = client.local_port();
         enable_recv_tos(server.raw_fd(), family);
         let to = SocketAddr::new(family.loopback(), server.local_port());
         let packets: Vec<(u8, Vec<u8>)> = (0..8u8)
-            .map(|level| (level << 5, packet(level, 40)))
+            .map(|level| (level << 5, packet(sport, level, 40)))
             .collect();
-        assert!(send(&client, to, &packets).unwrap().is_empty());
+        assert!(send(&client, to, &packets).is_empty());
         let mut seen = Vec::new();
         let mut buf = vec![0; 100];
         while seen.len() < 8 {
@@ -789,8 +817,9 @@ mod tests {
 
     fn port_unreachable(family: Family) {
         let client = client(family);
+        let sport = client.local_port();
         let dead = dead_port(family);
-        let sent = send(&client, dead, &[(0xE0, packet(1, 100))]).unwrap();
+        let sent = send(&client, dead, &[(0xE0, packet(sport, 1, 100))]);
         let reports = wait_reports(&client, sent);
         assert_eq!(reports, vec![(dead, Unreachable::Port)]);
         assert!(client.take_unreachable().unwrap().is_empty());
@@ -810,12 +839,13 @@ mod tests {
     /// be blamed on the right destination and must not lose packets to other ones.
     fn pending_error_not_blamed_on_others(family: Family) {
         let client = client(family);
+        let sport = client.local_port();
         let server = server(family);
         let dead = dead_port(family);
         let live = SocketAddr::new(family.loopback(), server.local_port());
         let mut reports = Vec::new();
         for round in 0..5u8 {
-            reports.extend(send(&client, dead, &[(0, packet(round, 50))]).unwrap());
+            reports.extend(send(&client, dead, &[(0, packet(sport, round, 50))]));
             // Let the ICMP error arrive (a blocking wait, not a sleep).
             sys::wait_readable(client.raw_fd(), -1, Some(Duration::from_secs(5))).unwrap();
             let mut batch = RecvBatch::new(100, 4);
@@ -824,9 +854,9 @@ mod tests {
                 assert_eq!(client.recv(&mut batch).unwrap(), 0);
             }
             // Otherwise the send does: it must retry, not blame `live`.
-            reports.extend(send(&client, live, &[(0, packet(round, 60))]).unwrap());
+            reports.extend(send(&client, live, &[(0, packet(sport, round, 60))]));
             let got = receive(&server, 100, 1);
-            assert_eq!(got[0].1, packet(round, 60));
+            assert_eq!(got[0].1, packet(sport, round, 60));
             assert_eq!(client.recv(&mut batch).unwrap(), 0);
         }
         reports.extend(client.take_unreachable().unwrap());
@@ -850,6 +880,10 @@ mod tests {
     /// ICMP host and protocol unreachable (forged on loopback with a raw ICMP socket,
     /// quoting a packet this transport sent) become Host and Protocol reports.
     fn icmp_kinds(family: Family) {
+        // Forging ICMP errors takes a raw socket.
+        if !raw_ip_allowed() {
+            return;
+        }
         let client = client(family);
         let dest = SocketAddr::new(family.loopback(), 4321);
         let cases: &[(u8, u8, Unreachable)] = match family {
@@ -896,14 +930,19 @@ mod tests {
         for family in [Family::V4, Family::V6] {
             let server = server(family);
             let client = client(family);
+            let sport = client.local_port();
             let to = SocketAddr::new(family.loopback(), server.local_port());
-            let packets = [(0, packet(1, 200)), (0, packet(2, 50)), (0, packet(3, 100))];
-            assert!(send(&client, to, &packets).unwrap().is_empty());
+            let packets = [
+                (0, packet(sport, 1, 200)),
+                (0, packet(sport, 2, 50)),
+                (0, packet(sport, 3, 100)),
+            ];
+            assert!(send(&client, to, &packets).is_empty());
             let got = receive(&server, 100, 2);
             assert_eq!(got.len(), 2);
-            assert_eq!(got[0].1, packet(2, 50));
-            assert_eq!(got[1].1, packet(3, 100));
-            assert_eq!(server.truncated(), 1);
+            assert_eq!(got[0].1, packet(sport, 2, 50));
+            assert_eq!(got[1].1, packet(sport, 3, 100));
+            assert_eq!(server.stats().truncated, 1);
         }
     }
 
@@ -913,6 +952,7 @@ mod tests {
         for family in [Family::V4, Family::V6] {
             let server = server(family);
             let client = client(family);
+            let sport = client.local_port();
             if family == Family::V6 {
                 // Without this, IPv6 would send larger datagrams as fragments.
                 sys::set_option(client.raw_fd(), libc::IPPROTO_IPV6, libc::IPV6_DONTFRAG, 1)
@@ -920,10 +960,12 @@ mod tests {
             }
             let max = client.max_packets().2;
             let to = SocketAddr::new(family.loopback(), server.local_port());
-            send(&client, to, &[(0, packet(1, max))]).unwrap();
+            assert!(send(&client, to, &[(0, packet(sport, 1, max))]).is_empty());
             assert_eq!(receive(&server, max, 1)[0].1.len(), max);
-            let err = send(&client, to, &[(0, packet(1, max + 1))]).unwrap_err();
-            assert_eq!(err.raw_os_error(), Some(libc::EMSGSIZE), "{family:?}");
+            // One byte more is refused (and counted), not sent as fragments.
+            assert!(send(&client, to, &[(0, packet(sport, 1, max + 1))]).is_empty());
+            let refused = client.stats().refused_by_errno;
+            assert_eq!(refused, [(libc::EMSGSIZE, 1)].into(), "{family:?}");
         }
         assert_eq!(V4_LOOPBACK_MAX, 65507);
         assert_eq!(V6_LOOPBACK_MAX, 65488);
@@ -934,12 +976,13 @@ mod tests {
         for family in [Family::V4, Family::V6] {
             let server = server(family);
             let client = client(family);
+            let sport = client.local_port();
             let to = SocketAddr::new(family.loopback(), server.local_port());
             let mut packets: Vec<(u8, Vec<u8>)> =
-                (0..70u8).map(|i| (0x40, packet(i, 1200))).collect();
-            packets.push((0x40, packet(200, 300)));
-            packets.push((0x60, packet(201, 1200)));
-            assert!(send(&client, to, &packets).unwrap().is_empty());
+                (0..70u8).map(|i| (0x40, packet(sport, i, 1200))).collect();
+            packets.push((0x40, packet(sport, 200, 300)));
+            packets.push((0x60, packet(sport, 201, 1200)));
+            assert!(send(&client, to, &packets).is_empty());
             assert!(client.gso.load(Ordering::Relaxed), "the kernel refused GSO");
             let got = receive(&server, 2000, packets.len());
             let got: Vec<Vec<u8>> = got.into_iter().map(|g| g.1).collect();
@@ -954,11 +997,176 @@ mod tests {
         let server = server(Family::V4);
         let v6: SocketAddr = "[::1]:1000".parse().unwrap();
         let live = SocketAddr::new(Family::V4.loopback(), server.local_port());
-        let mut batch = SendBatch::new(100, 2);
-        batch.commit(v6, 0, 50);
-        batch.commit(live, 0, 60);
-        assert_eq!(client.send(&batch).unwrap(), vec![(v6, Unreachable::Host)]);
+        let sport = client.local_port();
+        let batch = SendBatch::of_many(&[
+            (v6, 0, packet(sport, 1, 50)),
+            (live, 0, packet(sport, 2, 60)),
+        ]);
+        assert_eq!(client.send(&batch), vec![(v6, Unreachable::Host)]);
         assert_eq!(receive(&server, 100, 1)[0].1.len(), 60);
+        let stats = client.stats();
+        assert_eq!(stats.refused_by_errno, [(libc::EAFNOSUPPORT, 1)].into());
+        assert_eq!(stats.packets_refused, 1);
+    }
+
+    /// The address of a transport's Homa port on loopback.
+    fn addr_of(t: &UdpTransport, family: Family) -> SocketAddr {
+        SocketAddr::new(family.loopback(), t.local_port())
+    }
+
+    /// Receives exactly the packets of `expected` on `server` (in any order), each once.
+    fn receive_exactly(server: &UdpTransport, expected: &[Vec<u8>]) {
+        let max = expected.iter().map(Vec::len).max().unwrap_or(1);
+        let mut got: Vec<Vec<u8>> = receive(server, max, expected.len())
+            .into_iter()
+            .map(|g| g.1)
+            .collect();
+        let mut expected = expected.to_vec();
+        got.sort();
+        expected.sort();
+        assert_eq!(got, expected);
+    }
+
+    /// A batch to three live servers (runs of equal packets, which become GSO sends) with,
+    /// in the middle, one packet to UDP port 0, which the kernel refuses (EINVAL): only
+    /// that packet is lost, and it is counted, not reported.
+    fn refused_packet_costs_only_itself(family: Family) {
+        let client = client(family);
+        let sport = client.local_port();
+        let servers = [server(family), server(family), server(family)];
+        let port0 = SocketAddr::new(family.loopback(), 0);
+        let plan: [(Option<usize>, usize); 6] = [
+            (Some(0), 3),
+            (Some(1), 2),
+            (None, 1),
+            (Some(1), 2),
+            (Some(2), 3),
+            (Some(0), 1),
+        ];
+        let mut packets = Vec::new();
+        let mut expected = vec![Vec::new(); servers.len()];
+        for (to, count) in plan {
+            for _ in 0..count {
+                let p = packet(sport, packets.len() as u8, 500);
+                let dest = match to {
+                    Some(k) => {
+                        expected[k].push(p.clone());
+                        addr_of(&servers[k], family)
+                    }
+                    None => port0,
+                };
+                packets.push((dest, 0x20, p));
+            }
+        }
+        assert!(client.send(&SendBatch::of_many(&packets)).is_empty());
+        for (server, expected) in servers.iter().zip(&expected) {
+            receive_exactly(server, expected);
+        }
+        let stats = client.stats();
+        assert_eq!(
+            stats.refused_by_errno,
+            [(libc::EINVAL, 1)].into(),
+            "{stats:?}"
+        );
+        assert_eq!((stats.packets_refused, stats.batches_stalled), (1, 0));
+        assert!(client.take_unreachable().unwrap().is_empty());
+        // A refused single packet is not a GSO refusal.
+        assert!(client.gso.load(Ordering::Relaxed));
+    }
+
+    #[test]
+    fn udp_v4_a_refused_packet_costs_only_itself() {
+        refused_packet_costs_only_itself(Family::V4);
+    }
+
+    #[test]
+    fn udp_v6_a_refused_packet_costs_only_itself() {
+        refused_packet_costs_only_itself(Family::V6);
+    }
+
+    /// A firewall rule dropping the packets to one server (netfilter makes the send fail
+    /// with EPERM) loses those packets only: counted, not reported as unreachable.
+    fn firewall_eperm_is_loss(family: Family) {
+        let blocked = server(family);
+        let live = server(family);
+        let client = client(family);
+        let sport = client.local_port();
+        let port = blocked.local_port().to_string();
+        let Some(rule) = OutputRule::insert(family, &["-p", "udp", "--dport", &port, "-j", "DROP"])
+        else {
+            return;
+        };
+        let mut packets = Vec::new();
+        let mut expected = Vec::new();
+        // A GSO run and single packets to the blocked server, between packets to the
+        // live one.
+        for (k, (to_blocked, len)) in [(false, 300), (true, 400), (true, 400), (true, 400)]
+            .into_iter()
+            .chain([(false, 300), (true, 200), (false, 100), (false, 100)])
+            .enumerate()
+        {
+            let p = packet(sport, k as u8, len);
+            let dest = if to_blocked {
+                addr_of(&blocked, family)
+            } else {
+                expected.push(p.clone());
+                addr_of(&live, family)
+            };
+            packets.push((dest, 0, p));
+        }
+        let reports = client.send(&SendBatch::of_many(&packets));
+        drop(rule);
+        assert!(reports.is_empty(), "{reports:?}");
+        receive_exactly(&live, &expected);
+        let stats = client.stats();
+        assert_eq!(
+            stats.refused_by_errno,
+            [(libc::EPERM, 4)].into(),
+            "{stats:?}"
+        );
+        assert_eq!(stats.packets_refused, 4);
+        assert!(client.take_unreachable().unwrap().is_empty());
+        // Nothing got through to the blocked server.
+        let mut batch = RecvBatch::new(1000, 8);
+        assert_eq!(blocked.recv(&mut batch).unwrap(), 0);
+    }
+
+    #[test]
+    fn udp_v4_a_firewall_eperm_is_loss_not_unreachable() {
+        firewall_eperm_is_loss(Family::V4);
+    }
+
+    #[test]
+    fn udp_v6_a_firewall_eperm_is_loss_not_unreachable() {
+        firewall_eperm_is_loss(Family::V6);
+    }
+
+    /// The source port rule: a datagram whose UDP source port is not its Homa `sport` is
+    /// dropped and counted; one that agrees, or is too short to say, is delivered.
+    #[test]
+    fn udp_datagram_whose_source_port_differs_from_sport_is_dropped() {
+        for family in [Family::V4, Family::V6] {
+            let server = server(family);
+            let sender = std::net::UdpSocket::bind(SocketAddr::new(family.loopback(), 0))
+                .expect("binding a plain UDP socket");
+            let own = sender.local_addr().unwrap().port();
+            let to = addr_of(&server, family);
+            let wrong = packet(own.wrapping_add(1), 1, 40);
+            let tiny = vec![7u8];
+            let right = packet(own, 2, 40);
+            for p in [&wrong, &tiny, &right] {
+                sender.send_to(p, to).unwrap();
+            }
+            // Datagrams from one socket arrive in order: by the time `right` is in, `wrong`
+            // was seen and dropped.
+            let got: Vec<Vec<u8>> = receive(&server, 100, 2).into_iter().map(|g| g.1).collect();
+            assert_eq!(got, vec![tiny, right], "{family:?}");
+            let stats = server.stats();
+            assert_eq!(stats.sport_mismatch, 1, "{family:?}: {stats:?}");
+            assert_eq!(stats.truncated, 0);
+            let mut batch = RecvBatch::new(100, 8);
+            assert_eq!(server.recv(&mut batch).unwrap(), 0);
+        }
     }
 
     #[test]
