@@ -92,6 +92,16 @@ impl OutMessage {
     }
 }
 
+/// One DATA packet to write: bytes `start..end` of the message.
+#[derive(Debug, Clone, Copy)]
+struct Segment {
+    start: u32,
+    end: u32,
+    incoming: u32,
+    ack: Option<crate::wire::Ack>,
+    retransmit: bool,
+}
+
 /// Most retransmission ranges queued at once (see `retransmit_room`).
 pub(crate) const MAX_RETRANSMITS: usize = 4096;
 
@@ -362,6 +372,31 @@ impl<R: Region> Engine<R> {
         }
     }
 
+    /// Writes segment `seg` of RPC `key`'s outgoing message as a DATA packet (see
+    /// `emit_data`).
+    fn write_segment(
+        &self,
+        key: u32,
+        seg: Segment,
+        buf: &mut [u8],
+        split: bool,
+    ) -> Option<(usize, usize, Option<Payload>)> {
+        let rpc = self.rpcs.get(key)?;
+        let out = rpc.msgout.as_ref()?;
+        let repr = DataRepr {
+            common: self.common_to(rpc.peer, rpc.id),
+            message_length: out.length(),
+            incoming: seg.incoming,
+            ack: seg.ack,
+            cutoff_version: self.peers.cutoff_version(rpc.peer.ip()),
+            retransmit: seg.retransmit,
+            offset: seg.start,
+            offset_form: OffsetForm::Both,
+            payload: &out.data[seg.start as usize..seg.end as usize],
+        };
+        Some(Self::emit_data(&repr, &out.data, buf, split))
+    }
+
     /// Sends the next segment of retransmission `rt`; `None` when it is finished or stale.
     pub(crate) fn emit_retransmit(
         &mut self,
@@ -377,19 +412,15 @@ impl<R: Region> Engine<R> {
         }
         let start = rt.next;
         let end = out.segment_end(start);
-        let (to, id, length) = (rpc.peer, rpc.id, out.length());
-        let repr = DataRepr {
-            common: self.common_to(to, id),
-            message_length: length,
+        let to = rpc.peer;
+        let segment = Segment {
+            start,
+            end,
             incoming: rt.incoming,
             ack: None,
-            cutoff_version: self.peers.cutoff_version(to.ip()),
             retransmit: true,
-            offset: start,
-            offset_form: OffsetForm::Both,
-            payload: &out.data[start as usize..end as usize],
         };
-        let (len, wire_len, payload) = Self::emit_data(&repr, &out.data, buf, split);
+        let (len, wire_len, payload) = self.write_segment(rt.key, segment, buf, split)?;
         if let Some(front) = self.retransmits.front_mut() {
             front.next = end;
         }
@@ -409,7 +440,7 @@ impl<R: Region> Engine<R> {
         let num_priorities = self.config.num_priorities();
         let rpc = self.rpcs.get(key)?;
         let out = rpc.msgout.as_ref()?;
-        let (to, id) = (rpc.peer, rpc.id);
+        let to = rpc.peer;
         let start = out.next_offset;
         let end = out.segment_end(start);
         let priority = if start < out.unsched {
@@ -418,25 +449,20 @@ impl<R: Region> Engine<R> {
         } else {
             out.sched_priority
         };
+        let incoming = out.unsched;
         let ack = if rpc.is_client() {
             self.peers.take_ack(to)
         } else {
             None
         };
-        let rpc = self.rpcs.get(key)?;
-        let out = rpc.msgout.as_ref()?;
-        let repr = DataRepr {
-            common: self.common_to(to, id),
-            message_length: out.length(),
-            incoming: out.unsched,
+        let segment = Segment {
+            start,
+            end,
+            incoming,
             ack,
-            cutoff_version: self.peers.cutoff_version(to.ip()),
             retransmit: false,
-            offset: start,
-            offset_form: OffsetForm::Both,
-            payload: &out.data[start as usize..end as usize],
         };
-        let (len, wire_len, payload) = Self::emit_data(&repr, &out.data, buf, split);
+        let (len, wire_len, payload) = self.write_segment(key, segment, buf, split)?;
         if let Some(out) = self.rpcs.get_mut(key).and_then(|r| r.msgout.as_mut()) {
             out.next_offset = end;
         }

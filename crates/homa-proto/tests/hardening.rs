@@ -92,6 +92,16 @@ impl Pair {
         }
     }
 
+    /// Sends a request of `len` bytes and delivers it: (client id, the server's request).
+    fn call(&mut self, len: usize, cookie: u64) -> (u64, Message) {
+        let id = self
+            .c
+            .send_request(self.now, addr(SERVER), vec![1; len], cookie)
+            .unwrap();
+        self.exchange();
+        (id, self.requests.pop().expect("the request arrived"))
+    }
+
     /// Advances virtual time by `ms` milliseconds, one tick at a time.
     fn run_ms(&mut self, ms: u64) {
         for _ in 0..ms {
@@ -116,10 +126,31 @@ impl Pair {
 
 /// A DATA packet of a message `len` long at `offset`, as a hostile client would send it.
 fn data(sport: u16, id: u64, len: u32, incoming: u32, offset: u32, payload: &[u8]) -> Vec<u8> {
+    data_to(
+        addr(SERVER).port(),
+        sport,
+        id,
+        len,
+        incoming,
+        offset,
+        payload,
+    )
+}
+
+/// [`data`] to Homa port `dport`.
+fn data_to(
+    dport: u16,
+    sport: u16,
+    id: u64,
+    len: u32,
+    incoming: u32,
+    offset: u32,
+    payload: &[u8],
+) -> Vec<u8> {
     let repr = Repr::Data(DataRepr {
         common: CommonRepr {
             sport,
-            dport: addr(SERVER).port(),
+            dport,
             sender_id: id,
         },
         message_length: len,
@@ -143,10 +174,7 @@ fn quiet_secs(p: &mut Pair, secs: u64) {
 #[test]
 fn a_server_rpc_waiting_for_grants_is_freed_when_its_client_vanishes() {
     let mut p = Pair::new();
-    p.c.send_request(p.now, addr(SERVER), vec![1; 100], 0)
-        .unwrap();
-    p.exchange();
-    let req = p.requests.pop().expect("the request arrived");
+    let (_, req) = p.call(100, 0);
     p.s.release_message(p.now, &req).unwrap();
     // The response's unscheduled part goes out; the client takes it and vanishes.
     p.s.send_response(p.now, req.peer, req.id, vec![2; MB])
@@ -168,10 +196,7 @@ fn a_server_rpc_waiting_for_grants_is_freed_when_its_client_vanishes() {
 #[test]
 fn a_server_rpc_waiting_for_its_application_is_freed_when_the_client_vanishes() {
     let mut p = Pair::new();
-    p.c.send_request(p.now, addr(SERVER), vec![1; 5000], 0)
-        .unwrap();
-    p.exchange();
-    let req = p.requests.pop().unwrap();
+    let (_, req) = p.call(5000, 0);
     p.client_alive = false;
     assert!(p.run_until(1000, |p| p.s.rpc_count() == 0));
     assert_eq!(p.s.stats().abandoned, 1);
@@ -185,11 +210,7 @@ fn a_server_rpc_waiting_for_its_application_is_freed_when_the_client_vanishes() 
 #[test]
 fn a_live_client_keeps_a_slow_server_rpc_alive() {
     let mut p = Pair::new();
-    let id =
-        p.c.send_request(p.now, addr(SERVER), vec![1; 5000], 9)
-            .unwrap();
-    p.exchange();
-    let req = p.requests.pop().unwrap();
+    let (id, req) = p.call(5000, 9);
     // The application computes for 2 s, twenty times the silence timeout; the client's
     // probes (answered with BUSY) keep both ends alive.
     quiet_secs(&mut p, 2);
@@ -275,11 +296,7 @@ fn first_packets_announcing_1_mb_with_incoming_0_are_freed_and_do_not_block_requ
 #[test]
 fn a_client_answers_data_for_an_rpc_it_no_longer_has_with_rpc_unknown() {
     let mut p = Pair::new();
-    let id =
-        p.c.send_request(p.now, addr(SERVER), vec![1; 10], 0)
-            .unwrap();
-    p.exchange();
-    let req = p.requests.pop().unwrap();
+    let (id, req) = p.call(10, 0);
     assert!(p.c.abort(id));
     p.s.release_message(p.now, &req).unwrap();
     p.s.send_response(p.now, req.peer, req.id, vec![2; MB])
@@ -295,33 +312,10 @@ fn a_client_answers_data_for_an_rpc_it_no_longer_has_with_rpc_unknown() {
 #[test]
 fn a_response_from_another_address_or_port_is_ignored_and_counted() {
     let mut p = Pair::new();
-    let id =
-        p.c.send_request(p.now, addr(SERVER), vec![1; 10], 0)
-            .unwrap();
-    p.exchange();
-    let req = p.requests.pop().unwrap();
+    let (id, req) = p.call(10, 0);
     // Forged responses for the client's id: from another host, and from another port of
     // the server's host.
-    let forged = |sport: u16| {
-        let repr = Repr::Data(DataRepr {
-            common: CommonRepr {
-                sport,
-                dport: addr(CLIENT).port(),
-                sender_id: id + 1,
-            },
-            message_length: 4,
-            incoming: 4,
-            ack: None,
-            cutoff_version: 1,
-            retransmit: false,
-            offset: 0,
-            offset_form: OffsetForm::Both,
-            payload: b"evil",
-        });
-        let mut b = vec![0; repr.buffer_len()];
-        repr.emit(&mut b).unwrap();
-        b
-    };
+    let forged = |sport: u16| data_to(addr(CLIENT).port(), sport, id + 1, 4, 4, 0, b"evil");
     p.c.handle_datagram(p.now, "10.0.0.66".parse().unwrap(), &forged(4000));
     p.c.handle_datagram(p.now, addr(SERVER).ip(), &forged(4001));
     assert!(p.c.poll_event().is_none(), "no forged response delivered");
