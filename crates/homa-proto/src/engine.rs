@@ -239,6 +239,8 @@ pub struct Engine<R: Region = Vec<u8>> {
     pub(crate) queued_bytes: u64,
     pub(crate) stats: Stats,
     pub(crate) scratch_keys: Vec<u32>,
+    /// The new byte ranges of the DATA packet being handled.
+    pub(crate) scratch_ranges: Vec<(u32, u32)>,
     /// Buffer space may have been freed: retry stalled messages.
     pub(crate) unstall_pending: bool,
     /// The latest time passed to any entry point.
@@ -320,6 +322,7 @@ impl<R: Region> Engine<R> {
             queued_bytes: 0,
             stats: Stats::default(),
             scratch_keys: Vec::new(),
+            scratch_ranges: Vec::new(),
             unstall_pending: false,
             now: Time::ZERO,
             tombstones: VecDeque::new(),
@@ -551,6 +554,8 @@ impl<R: Region> Engine<R> {
         match self.client_ids.get(&id) {
             Some(&key) if is_client_id(id) => {
                 self.free_rpc(key);
+                // Its buffer space may let a stalled message go on.
+                self.unstall_if_pending(self.now);
                 true
             }
             _ => false,
@@ -690,6 +695,8 @@ impl<R: Region> Engine<R> {
             return;
         }
         self.tick(now);
+        // Space freed by timeouts may let stalled messages go on.
+        self.unstall_if_pending(now);
         self.next_tick += TICK;
         if self.next_tick <= now {
             self.next_tick = now + TICK;

@@ -80,43 +80,65 @@ impl InMessage {
         self.granted < self.length
     }
 
-    /// Records `[offset, offset + len)` as received if it is new and lies entirely in
-    /// unreceived space (the kernel's rule: a packet partially overlapping received data
-    /// is dropped). The caller has checked `offset + len <= length`.
-    pub(crate) fn accept(&mut self, offset: u32, len: u32) -> Accepted {
+    /// Records the bytes of `[offset, offset + len)` that had not been received yet and
+    /// appends those ranges to `new` (cleared first), in order. A packet may overlap bytes
+    /// already received: only its new parts are taken. (The kernel drops a packet that
+    /// partially overlaps received data, which wedges a message forever when a sender
+    /// cuts its retransmissions at other boundaries than the packets that arrived: every
+    /// retransmission overlaps and is dropped, and every RESEND asks for it again.) The
+    /// caller has checked `offset + len <= length`.
+    pub(crate) fn accept(&mut self, offset: u32, len: u32, new: &mut Vec<(u32, u32)>) -> Accepted {
+        new.clear();
         if len == 0 {
             return Accepted::Duplicate;
         }
         let end = offset + len;
-        if offset >= self.recv_end {
-            if offset > self.recv_end {
-                if self.gaps.len() >= MAX_GAPS {
-                    return Accepted::TooManyGaps;
-                }
-                self.gaps.push((self.recv_end, offset));
-            }
-            self.recv_end = end;
-        } else {
-            let Some(i) = self.gaps.iter().position(|&(s, e)| s <= offset && end <= e) else {
-                return Accepted::Duplicate;
-            };
+        let below = end.min(self.recv_end);
+        let first = self.gaps.partition_point(|&(_, e)| e <= offset);
+        // Room for the gap a packet strictly inside a gap splits off, or the one a packet
+        // past the end opens.
+        let splits = self
+            .gaps
+            .get(first)
+            .is_some_and(|&(s, e)| s < offset && end < e);
+        if (splits || offset > self.recv_end) && self.gaps.len() >= MAX_GAPS {
+            return Accepted::TooManyGaps;
+        }
+        let mut i = first;
+        while i < self.gaps.len() && self.gaps[i].0 < below {
             let (s, e) = self.gaps[i];
-            match (s == offset, e == end) {
+            let (a, b) = (s.max(offset), e.min(below));
+            new.push((a, b));
+            match (a == s, b == e) {
                 (true, true) => {
                     self.gaps.remove(i);
                 }
-                (true, false) => self.gaps[i].0 = end,
-                (false, true) => self.gaps[i].1 = offset,
+                (true, false) => {
+                    self.gaps[i].0 = b;
+                    i += 1;
+                }
+                (false, true) => {
+                    self.gaps[i].1 = a;
+                    i += 1;
+                }
                 (false, false) => {
-                    if self.gaps.len() >= MAX_GAPS {
-                        return Accepted::TooManyGaps;
-                    }
-                    self.gaps[i].1 = offset;
-                    self.gaps.insert(i + 1, (end, e));
+                    self.gaps[i].1 = a;
+                    self.gaps.insert(i + 1, (b, e));
+                    i += 2;
                 }
             }
         }
-        self.received += len;
+        if end > self.recv_end {
+            if offset > self.recv_end {
+                self.gaps.push((self.recv_end, offset));
+            }
+            new.push((offset.max(self.recv_end), end));
+            self.recv_end = end;
+        }
+        if new.is_empty() {
+            return Accepted::Duplicate;
+        }
+        self.received += new.iter().map(|&(a, b)| b - a).sum::<u32>();
         Accepted::New
     }
 
@@ -208,7 +230,8 @@ impl<R: Region> Engine<R> {
             self.stats.dropped_while_stalled += 1;
             return;
         };
-        match m.accept(d.offset, payload_len as u32) {
+        let mut fresh = core::mem::take(&mut self.scratch_ranges);
+        match m.accept(d.offset, payload_len as u32, &mut fresh) {
             Accepted::New => {
                 // A packet cut short by the message's end or the unscheduled limit does
                 // not show the sender's segment size.
@@ -219,30 +242,37 @@ impl<R: Region> Engine<R> {
             }
             Accepted::Duplicate => {
                 self.stats.duplicate_data += 1;
+                self.scratch_ranges = fresh;
                 return;
             }
             Accepted::TooManyGaps => {
                 self.stats.dropped_too_many_gaps += 1;
+                self.scratch_ranges = fresh;
                 return;
             }
         }
-        let mut at = d.offset;
-        // A placed payload is already where it belongs.
-        let mut rest = if placed.is_some() { &[][..] } else { d.payload };
+        // A placed payload is already where it belongs (a placement covers only bytes not
+        // received yet); otherwise the new parts are copied to the message's buffers.
         if placed.is_some() {
             self.stats.placed_packets += 1;
+        } else {
+            for &(a, b) in &fresh {
+                let mut at = a;
+                let mut rest = &d.payload[(a - d.offset) as usize..(b - d.offset) as usize];
+                while !rest.is_empty() {
+                    let Some((region_off, contiguous)) = buffers.locate(at) else {
+                        break;
+                    };
+                    let n = contiguous.min(rest.len());
+                    self.region.write(region_off, &rest[..n]);
+                    rest = &rest[n..];
+                    at += n as u32;
+                }
+            }
         }
+        self.scratch_ranges = fresh;
         if self.last_data[0] != Some(key) {
             self.last_data = [Some(key), self.last_data[0]];
-        }
-        while !rest.is_empty() {
-            let Some((region_off, contiguous)) = buffers.locate(at) else {
-                break;
-            };
-            let n = contiguous.min(rest.len());
-            self.region.write(region_off, &rest[..n]);
-            rest = &rest[n..];
-            at += n as u32;
         }
         let complete = m.is_complete();
         if m.scheduled {
@@ -373,12 +403,18 @@ impl<R: Region> Engine<R> {
 mod tests {
     use super::*;
 
+    impl InMessage {
+        fn take(&mut self, offset: u32, len: u32) -> Accepted {
+            self.accept(offset, len, &mut Vec::new())
+        }
+    }
+
     #[test]
     fn in_order_packets_leave_no_gaps() {
         let mut m = InMessage::new(3000, 3000, Time::ZERO);
-        assert_eq!(m.accept(0, 1000), Accepted::New);
-        assert_eq!(m.accept(1000, 1000), Accepted::New);
-        assert_eq!(m.accept(2000, 1000), Accepted::New);
+        assert_eq!(m.take(0, 1000), Accepted::New);
+        assert_eq!(m.take(1000, 1000), Accepted::New);
+        assert_eq!(m.take(2000, 1000), Accepted::New);
         assert!(m.is_complete());
         assert_eq!(m.missing().count(), 0);
     }
@@ -386,56 +422,71 @@ mod tests {
     #[test]
     fn out_of_order_packets_open_and_fill_gaps() {
         let mut m = InMessage::new(5000, 5000, Time::ZERO);
-        assert_eq!(m.accept(3000, 1000), Accepted::New);
+        assert_eq!(m.take(3000, 1000), Accepted::New);
         assert_eq!(
             m.missing().collect::<Vec<_>>(),
             vec![(0, 3000), (4000, 5000)]
         );
-        assert_eq!(m.accept(1000, 1000), Accepted::New); // splits the gap
+        assert_eq!(m.take(1000, 1000), Accepted::New); // splits the gap
         assert_eq!(
             m.missing().collect::<Vec<_>>(),
             vec![(0, 1000), (2000, 3000), (4000, 5000)]
         );
-        assert_eq!(m.accept(0, 1000), Accepted::New);
-        assert_eq!(m.accept(2000, 1000), Accepted::New);
-        assert_eq!(m.accept(4000, 1000), Accepted::New);
+        assert_eq!(m.take(0, 1000), Accepted::New);
+        assert_eq!(m.take(2000, 1000), Accepted::New);
+        assert_eq!(m.take(4000, 1000), Accepted::New);
         assert!(m.is_complete());
         assert_eq!(m.gap_count(), 0);
     }
 
     #[test]
-    fn duplicates_and_partial_overlaps_are_dropped() {
+    fn duplicates_are_dropped_and_partial_overlaps_keep_only_their_new_bytes() {
         let mut m = InMessage::new(4000, 4000, Time::ZERO);
-        assert_eq!(m.accept(0, 1000), Accepted::New);
-        assert_eq!(m.accept(0, 1000), Accepted::Duplicate);
-        assert_eq!(m.accept(2000, 1000), Accepted::New);
+        let mut new = Vec::new();
+        assert_eq!(m.accept(0, 1000, &mut new), Accepted::New);
+        assert_eq!(m.take(0, 1000), Accepted::Duplicate);
+        assert_eq!(m.accept(2000, 1000, &mut new), Accepted::New);
         assert_eq!(
-            m.accept(500, 1000),
-            Accepted::Duplicate,
-            "straddles received bytes"
+            m.missing().collect::<Vec<_>>(),
+            vec![(1000, 2000), (3000, 4000)]
         );
-        assert_eq!(
-            m.accept(1500, 1000),
-            Accepted::Duplicate,
-            "straddles the gap's end"
-        );
-        assert_eq!(m.received, 2000);
+        // Straddles received bytes: only 1000..1500 is new.
+        assert_eq!(m.accept(500, 1000, &mut new), Accepted::New);
+        assert_eq!(new, vec![(1000, 1500)]);
+        // Straddles the rest of the gap, the received block and the tail.
+        assert_eq!(m.accept(1200, 2800, &mut new), Accepted::New);
+        assert_eq!(new, vec![(1500, 2000), (3000, 4000)]);
+        assert!(m.is_complete());
+        assert_eq!(m.received, 4000);
+        assert_eq!(m.gap_count(), 0);
+    }
+
+    #[test]
+    fn a_retransmission_cut_at_other_boundaries_completes_the_message() {
+        // Bytes 100..400 arrived first (another segment size); the original 0..722
+        // packet retransmitted whole fills both sides.
+        let mut m = InMessage::new(722, 722, Time::ZERO);
+        let mut new = Vec::new();
+        assert_eq!(m.accept(100, 300, &mut new), Accepted::New);
+        assert_eq!(m.accept(0, 722, &mut new), Accepted::New);
+        assert_eq!(new, vec![(0, 100), (400, 722)]);
+        assert!(m.is_complete());
     }
 
     #[test]
     fn gap_count_is_bounded() {
         let mut m = InMessage::new(1_000_000, 1_000_000, Time::ZERO);
         for i in 0..MAX_GAPS as u32 {
-            assert_eq!(m.accept(2 * i + 1, 1), Accepted::New);
+            assert_eq!(m.take(2 * i + 1, 1), Accepted::New);
         }
-        assert_eq!(m.accept(2 * MAX_GAPS as u32 + 1, 1), Accepted::TooManyGaps);
+        assert_eq!(m.take(2 * MAX_GAPS as u32 + 1, 1), Accepted::TooManyGaps);
         assert_eq!(m.gap_count(), MAX_GAPS);
     }
 
     #[test]
     fn missing_includes_the_granted_tail() {
         let mut m = InMessage::new(100_000, 40_000, Time::ZERO);
-        m.accept(0, 10_000);
+        m.take(0, 10_000);
         m.granted = 60_000;
         assert_eq!(m.missing().collect::<Vec<_>>(), vec![(10_000, 60_000)]);
     }

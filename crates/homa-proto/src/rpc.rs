@@ -224,6 +224,7 @@ impl<R: Region> Engine<R> {
         for key in keys {
             self.fail_or_discard(key, error);
         }
+        self.unstall_if_pending(self.now);
     }
 
     /// Ends RPC `key`: a client RPC fails with `error`, a server RPC is discarded.
