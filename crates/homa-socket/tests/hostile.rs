@@ -30,7 +30,7 @@ fn timeout_ms(ms: u32) -> Config {
 }
 
 /// Waits until `cond` holds; panics with `what` after [`HANG`].
-fn wait_for(what: &str, mut cond: impl FnMut() -> bool) {
+fn wait_until(what: &str, mut cond: impl FnMut() -> bool) {
     let deadline = Instant::now() + HANG;
     while !cond() {
         assert!(Instant::now() < deadline, "timed out waiting for {what}");
@@ -73,7 +73,7 @@ fn udp(bind: &str) -> UdpSocket {
 
 #[test]
 fn a_forged_response_from_127_0_0_2_or_from_another_port_is_ignored() {
-    let server = bind_server(SocketConfig::default());
+    let server = bind_server(SocketConfig::default);
     let client = Socket::new(SocketConfig::default()).unwrap();
     let id = client
         .send_request(server.loopback_addr(), b"question", 1)
@@ -101,7 +101,7 @@ fn a_forged_response_from_127_0_0_2_or_from_another_port_is_ignored() {
             client.loopback_addr(),
         )
         .unwrap();
-    wait_for("the forged packets to be dropped", || {
+    wait_until("the forged packets to be dropped", || {
         client.stats().forged >= 2 && client.transport_stats().sport_mismatch >= 1
     });
     assert!(matches!(
@@ -165,10 +165,12 @@ impl VanishingClient {
 fn two_hundred_clients_that_vanish_mid_response_do_not_stop_the_server() {
     // The server answers every request with 1 MB: 200 of them are twice its transmit
     // limit (`wmem_max`, 100 MB), which the vanished clients used to pin for good.
-    let config = SocketConfig::default()
-        .protocol(timeout_ms(1000))
-        .region_size(256 << 20);
-    let server = Server::start(10_000 + rand_u16() % 22_000, config, 2, |_| vec![0x5A; MB]);
+    let config = || {
+        SocketConfig::default()
+            .protocol(timeout_ms(1000))
+            .region_size(256 << 20)
+    };
+    let server = Server::start(config, 2, |_| vec![0x5A; MB]);
     let to = server.addr();
     let epoch = Instant::now();
     let now = || Time::from_nanos(epoch.elapsed().as_nanos() as u64);
@@ -207,7 +209,7 @@ fn two_hundred_clients_that_vanish_mid_response_do_not_stop_the_server() {
         assert_eq!(resp.len(), MB);
     }
     let served = vanished.elapsed();
-    wait_for("the server to free every RPC", || {
+    wait_until("the server to free every RPC", || {
         server.socket.rpc_count() == 0
     });
     let stats = server.socket.stats();
@@ -223,8 +225,8 @@ fn two_hundred_clients_that_vanish_mid_response_do_not_stop_the_server() {
 
 #[test]
 fn two_hundred_first_packets_with_incoming_0_do_not_block_1_mb_requests() {
-    let config = SocketConfig::default().protocol(timeout_ms(1000));
-    let server = Server::start(10_000 + rand_u16() % 22_000, config, 2, echo);
+    let config = || SocketConfig::default().protocol(timeout_ms(1000));
+    let server = Server::start(config, 2, echo);
     let to = server.addr();
     let attacker = udp("127.0.0.1:0");
     let sport = attacker.local_addr().unwrap().port();
@@ -234,7 +236,7 @@ fn two_hundred_first_packets_with_incoming_0_do_not_block_1_mb_requests() {
         let pkt = data_packet(sport, to.port(), 2 * k + 2, MB as u32, 0, payload);
         attacker.send_to(&pkt, to).unwrap();
     }
-    wait_for("the hostile RPCs to exist", || {
+    wait_until("the hostile RPCs to exist", || {
         server.socket.rpc_count() >= 200
     });
     let client = Socket::new(SocketConfig::default()).unwrap();
@@ -244,7 +246,7 @@ fn two_hundred_first_packets_with_incoming_0_do_not_block_1_mb_requests() {
         let resp = client.recv_timeout(Want::Response(id), HANG).unwrap();
         assert!(resp.to_vec() == msg, "1 MB request {k} intact");
     }
-    wait_for("the hostile RPCs to be freed", || {
+    wait_until("the hostile RPCs to be freed", || {
         server.socket.rpc_count() == 0
     });
     drop(client);
@@ -257,8 +259,8 @@ fn two_hundred_first_packets_with_incoming_0_do_not_block_1_mb_requests() {
 
 #[test]
 fn a_flood_of_small_requests_from_closed_ports_does_not_stop_the_server() {
-    let config = SocketConfig::default().protocol(timeout_ms(1000));
-    let server = Server::start(10_000 + rand_u16() % 22_000, config, 2, echo);
+    let config = || SocketConfig::default().protocol(timeout_ms(1000));
+    let server = Server::start(config, 2, echo);
     let to = server.addr();
     let base = server.socket.footprint();
     // 20,000 requests from 2,000 ports that close right after sending: every response
@@ -282,10 +284,10 @@ fn a_flood_of_small_requests_from_closed_ports_does_not_stop_the_server() {
         assert!(resp.to_vec() == msg);
     }
     eprintln!("20 RPCs served in {:?} after the flood", start.elapsed());
-    wait_for("the flood's RPCs to be freed", || {
+    wait_until("the flood's RPCs to be freed", || {
         server.socket.rpc_count() == 0
     });
-    wait_for("the tables to shrink back", || {
+    wait_until("the tables to shrink back", || {
         let f = server.socket.footprint();
         f.tombstones == 0
             && f.rpc_slots <= base.rpc_slots + 64
@@ -337,7 +339,7 @@ fn an_eperm_burst_from_a_firewall_rule_is_loss_not_failure() {
                 .ipv6(v6)
                 .protocol(timeout_ms(10_000))
         };
-        let server = Server::start(10_000 + rand_u16() % 22_000, config(), 1, echo);
+        let server = Server::start(config, 1, echo);
         let client = Socket::new(config()).unwrap();
         let spec: Vec<String> = [
             "-p",
@@ -353,7 +355,7 @@ fn an_eperm_burst_from_a_firewall_rule_is_loss_not_failure() {
         let rule = match FirewallRule::insert(tool, &spec) {
             Ok(r) => r,
             Err(why) => {
-                skip_privileged(&format!("needs root and {tool}: {why}"));
+                skip_or_fail(&format!("needs root and {tool}: {why}"));
                 return;
             }
         };
@@ -364,7 +366,7 @@ fn an_eperm_burst_from_a_firewall_rule_is_loss_not_failure() {
                 (client.send_request(server.addr(), &msg, k).unwrap(), msg)
             })
             .collect();
-        wait_for("refused sends", || {
+        wait_until("refused sends", || {
             client.transport_stats().packets_refused >= 20
         });
         drop(rule);
@@ -382,7 +384,7 @@ fn an_eperm_burst_from_a_firewall_rule_is_loss_not_failure() {
 
 #[test]
 fn a_live_messages_bpages_cannot_be_released_by_offset() {
-    let server = bind_server(SocketConfig::default());
+    let server = bind_server(SocketConfig::default);
     let client = Socket::new(SocketConfig::default()).unwrap();
     let msg = pattern(300_000, 3);
     client
@@ -414,7 +416,10 @@ fn a_live_messages_bpages_cannot_be_released_by_offset() {
 #[test]
 fn an_rpc_that_fails_during_its_own_send_reports_to_the_waiter_for_its_id() {
     let client = Socket::new(SocketConfig::default()).unwrap();
-    let nowhere = dead_server_addr(TransportKind::Udp, false);
+    let nowhere = SocketAddr::new(
+        client.loopback_addr().ip(),
+        unused_server_port(TransportKind::Udp, false),
+    );
     // Later sends meet the ICMP reports of earlier ones (the failure then happens inside
     // send_request); each RPC's error reaches the receiver of that id, exactly once.
     let ids: Vec<u64> = (0..20u64)
@@ -441,8 +446,8 @@ fn an_rpc_that_fails_during_its_own_send_reports_to_the_waiter_for_its_id() {
 #[test]
 fn shutting_down_with_sockets_shared_by_threads_frees_everything() {
     // A soak of mixed good and hostile traffic from several threads leaves no state.
-    let config = SocketConfig::default().protocol(timeout_ms(1000));
-    let server = Server::start(10_000 + rand_u16() % 22_000, config, 2, echo);
+    let config = || SocketConfig::default().protocol(timeout_ms(1000));
+    let server = Server::start(config, 2, echo);
     let to = server.addr();
     let client = Arc::new(Socket::new(SocketConfig::default()).unwrap());
     std::thread::scope(|s| {
@@ -464,40 +469,10 @@ fn shutting_down_with_sockets_shared_by_threads_frees_everything() {
             });
         }
     });
-    wait_for("every server RPC to be freed", || {
+    wait_until("every server RPC to be freed", || {
         server.socket.rpc_count() == 0
     });
     assert!(client.pool_is_idle());
     drop(client);
     assert!(server.stop().pool_is_idle());
-}
-
-// ---- temporary local helpers (to move to common) ----
-fn bind_server(config: SocketConfig) -> Socket {
-    for _ in 0..1000 {
-        let port = 10_000 + (rand_u16() % 22_000);
-        match Socket::bind(port, SocketConfig::default()) {
-            Ok(s) => {
-                drop(config);
-                return s;
-            }
-            Err(_) => continue,
-        }
-    }
-    panic!("no free port")
-}
-fn rand_u16() -> u16 {
-    use std::hash::{BuildHasher, Hasher};
-    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
-    h.write_u64(Instant::now().elapsed().as_nanos() as u64);
-    h.finish() as u16
-}
-fn dead_server_addr(_k: TransportKind, _v6: bool) -> SocketAddr {
-    let s = bind_server(SocketConfig::default());
-    let a = s.loopback_addr();
-    drop(s);
-    a
-}
-fn skip_privileged(why: &str) {
-    eprintln!("skipped: {why}");
 }

@@ -347,6 +347,13 @@ fn malformed_datagrams_to_a_busy_server_are_counted_and_dropped() {
         let mut grant = vec![0u8; 20]; // GRANT cut short
         grant[11] = 0x11;
         junk.push(grant);
+        // Junk that names another Homa port than its UDP source port is dropped by the
+        // transport before the engine sees it (counted as a source-port mismatch): give
+        // every datagram long enough to carry a port the sender's own.
+        let own = junk_sender.local_addr().unwrap().port().to_be_bytes();
+        for j in junk.iter_mut().filter(|j| j.len() >= 2) {
+            j[..2].copy_from_slice(&own);
+        }
         // At most WINDOW rounds in flight: junk that overflowed the server's receive
         // buffer (a descheduled server, a small net.core.rmem_max) would be lost
         // uncounted, where requests are recovered by the protocol.

@@ -126,16 +126,20 @@ pub(crate) fn raw_ip_available(what: &str) -> bool {
     let Err(why) = raw_ip_permitted() else {
         return true;
     };
+    skip_or_fail(&format!("{what}: {NEEDS_CAP_NET_RAW} ({why})"));
+    false
+}
+
+/// Reports that a privileged part of a test cannot run here: prints
+/// `<test>: skipped: <reason>` to stderr (past the harness's output capture, so it shows
+/// in every run) — or, with `HOMA_TEST_REQUIRE_PRIVILEGED=1` (CI), fails the test.
+pub(crate) fn skip_or_fail(reason: &str) {
     if std::env::var(REQUIRE_PRIVILEGED).is_ok_and(|v| v == "1") {
-        panic!("{what}: {NEEDS_CAP_NET_RAW}, and {REQUIRE_PRIVILEGED}=1 forbids skipping ({why})");
+        panic!("{reason}, and {REQUIRE_PRIVILEGED}=1 forbids skipping");
     }
     let test = std::thread::current().name().unwrap_or("?").to_string();
     // Written to the process's stderr, not through eprintln!, which the harness captures.
-    let _ = writeln!(
-        std::io::stderr(),
-        "{test}: {what}: skipped: {NEEDS_CAP_NET_RAW}"
-    );
-    false
+    let _ = writeln!(std::io::stderr(), "{test}: skipped: {reason}");
 }
 
 /// The setups this process can run: [`ALL_SETUPS`], without the raw ones (each reported
