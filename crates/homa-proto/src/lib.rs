@@ -28,6 +28,7 @@ mod error;
 mod event;
 mod grant;
 mod incoming;
+mod invariants;
 mod outgoing;
 mod pacer;
 mod peer;
