@@ -298,6 +298,22 @@ impl<R: Region> Engine<R> {
             self.server_ids.len()
         );
         ensure!(
+            self.server_rpcs == servers && servers <= self.config.max_server_rpcs() as usize,
+            "server_rpcs {} for {servers} server RPCs (cap {})",
+            self.server_rpcs,
+            self.config.max_server_rpcs()
+        );
+        ensure!(
+            self.by_peer.len() == clients + servers
+                && self.by_peer.iter().all(|&(ip, port, key)| self
+                    .rpcs
+                    .get(key)
+                    .is_some_and(|r| r.peer.ip() == ip && r.peer.port() == port)),
+            "the per-peer index ({} entries) does not match the {} RPCs",
+            self.by_peer.len(),
+            clients + servers
+        );
+        ensure!(
             self.queued_bytes == out_bytes,
             "queued_bytes {} but outgoing messages hold {out_bytes}",
             self.queued_bytes

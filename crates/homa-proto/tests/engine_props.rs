@@ -238,7 +238,7 @@ impl Pair {
     }
 }
 
-/// Bug 1. A server RPC whose response waits for grants is exempt from the timeout
+/// Was bug 1 (fixed: `timer.rs` frees server RPCs whose client went silent). A server RPC whose response waits for grants is exempt from the timeout
 /// (`timer.rs`, "3. Still sending the response: the client's RESENDs detect losses"
 /// resets its silence count on every tick), but a client that has gone sends no RESENDs
 /// and no grants. Here the client aborts after the server sent its first 40,000
@@ -246,7 +246,6 @@ impl Pair {
 /// 200,000 bytes counted against `wmem_max`. (The same happens after any client failure
 /// or restart, and for requests forged from hosts that do not exist.)
 #[test]
-#[ignore = "reproducer of bug 1: a response waiting for grants from a client that went away pins the server RPC forever"]
 fn server_rpc_whose_client_went_away_is_freed() {
     let mut p = Pair::new();
     let id = p
@@ -272,7 +271,7 @@ fn server_rpc_whose_client_went_away_is_freed() {
     );
 }
 
-/// Bug 2. A DATA packet accepted at an offset the sender's segments do not start at (here
+/// Was bug 2 (fixed: `InMessage::accept` takes the new parts of an overlapping packet). A DATA packet accepted at an offset the sender's segments do not start at (here
 /// forged: bytes 100..400 of a 722-byte request, which its client sends as one packet)
 /// can never be completed: `InMessage::accept` drops every packet that partially
 /// overlaps received bytes, so the client's packet, and each retransmission of it after
@@ -281,7 +280,6 @@ fn server_rpc_whose_client_went_away_is_freed() {
 /// (answered with retransmissions) and BUSYs: neither side ever times out. A truncated
 /// or corrupted DATA packet does the same. Expected: the RPC completes or fails.
 #[test]
-#[ignore = "reproducer of bug 2: a misaligned DATA packet wedges its RPC on both sides forever"]
 fn a_misaligned_data_packet_cannot_wedge_an_rpc() {
     let mut p = Pair::new();
     let id = p
@@ -308,17 +306,38 @@ fn a_misaligned_data_packet_cannot_wedge_an_rpc() {
     p.server
         .handle_datagram(p.now, harness::CLIENT.ip(), &bytes);
     p.exchange();
+    // The request is delivered whole: the retransmitted 0..722 packet, which overlaps the
+    // misaligned one, gives its new bytes.
+    let mut delivered = None;
+    for _ in 0..1000 {
+        if let Some(Event::Request(m)) = p.server.poll_event() {
+            delivered = Some(m);
+            break;
+        }
+        p.run_ms(1);
+    }
+    let req = delivered.unwrap_or_else(|| {
+        panic!(
+            "request never delivered:\nclient: {}server: {}",
+            p.client.describe_rpcs(),
+            p.server.describe_rpcs()
+        )
+    });
+    assert_eq!(p.server.message_bytes(&req), vec![3; 722]);
+    p.server.release_message(p.now, &req).unwrap();
+    p.server
+        .send_response(p.now, req.peer, req.id, vec![4; 10])
+        .unwrap();
+    p.run_ms(100);
+    match p.client.poll_event() {
+        Some(Event::Response(m)) => assert_eq!(m.id, id),
+        other => panic!("expected the response, got {other:?}"),
+    }
     p.run_ms(10_000);
-    assert_eq!(
-        (p.client.rpc_count(), p.server.rpc_count()),
-        (0, 0),
-        "still live:\nclient: {}server: {}",
-        p.client.describe_rpcs(),
-        p.server.describe_rpcs()
-    );
+    assert_eq!((p.client.rpc_count(), p.server.rpc_count()), (0, 0));
 }
 
-/// Bug 3. When buffer space is freed by anything but a received packet or a release
+/// Was bug 3 (fixed: abort, timeouts and ICMP reports unstall). When buffer space is freed by anything but a received packet or a release
 /// (here `abort`; also a timeout in the tick, or `handle_unreachable`), `free_rpc` only
 /// sets `unstall_pending`, which only the end of `dispatch` and the release calls act
 /// on. A message stalled for buffer space then waits for the next packet to arrive,
@@ -330,7 +349,6 @@ fn a_misaligned_data_packet_cannot_wedge_an_rpc() {
 /// the space, ask for its bytes again (RESEND) and be delivered. (Independent of bug 1:
 /// were the server to time its RPCs out, the client's would still stall forever.)
 #[test]
-#[ignore = "reproducer of bug 3: space freed by abort or a timeout does not unstall a waiting message"]
 fn space_freed_by_abort_unstalls_a_waiting_message() {
     // One unscheduled packet per message: after it, the server waits for grants.
     let config = Config::builder().unsched_bytes(1000).build().unwrap();
