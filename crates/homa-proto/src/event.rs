@@ -50,7 +50,7 @@ pub enum Unreachable {
 /// A complete message, delivered to the application.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Message {
-    /// The RPC id: odd for requests (answer with [`Engine::send_response`]), even for responses.
+    /// The RPC id: odd for requests (answer with [`Engine::send_response`](crate::engine::Engine::send_response)), even for responses.
     pub id: u64,
     /// The other end.
     pub peer: SocketAddr,

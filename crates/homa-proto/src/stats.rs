@@ -67,9 +67,9 @@ pub struct Stats {
     /// dropped instead of executing the request twice.
     pub stale_requests: u64,
     /// DATA packets whose payload the driver received straight into the receive region
-    /// ([`Engine::handle_placed`]) and that were accepted there, without a copy.
+    /// ([`Engine::handle_placed`](crate::engine::Engine::handle_placed)) and that were accepted there, without a copy.
     pub placed_packets: u64,
-    /// Packets received into a [`Placement`] that no longer
+    /// Packets received into a [`Placement`](crate::engine::Placement) that no longer
     /// matched their message when handled (the RPC ended or restarted meanwhile): dropped,
     /// to be asked for again like any lost packet.
     pub misplaced: u64,
