@@ -1137,7 +1137,9 @@ impl Harness {
     /// network delivers everything, time runs past every timeout; then both engines must
     /// be idle and every request must have ended exactly once.
     pub(crate) fn finish(&mut self) -> Res {
-        let end = self.now + FINISH;
+        // Runs whose leftovers are tolerated (bug 2) need not wait as long.
+        let wedge_tolerated = self.tampered && TOLERATE_WEDGED_MESSAGES;
+        let end = self.now + if wedge_tolerated { FINISH / 10 } else { FINISH };
         loop {
             for server in [false, true] {
                 while !self.side(server).held.is_empty() {
@@ -1155,7 +1157,7 @@ impl Harness {
             if self.idle() {
                 break;
             }
-            if self.now >= end && self.tampered && TOLERATE_WEDGED_MESSAGES {
+            if self.now >= end && wedge_tolerated {
                 self.summary.wedged += 1;
                 return Ok(());
             }
