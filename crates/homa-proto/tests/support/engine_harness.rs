@@ -78,7 +78,8 @@ pub(crate) const TOLERATE_MISSED_UNSTALL: bool = true;
 /// How the two engines are set up (raw values, interpreted by [`Setup::config`] & co.).
 #[derive(Debug, Clone, Copy, Default)]
 pub(crate) struct Setup {
-    /// Receive region of the client: 16 to 64 bpages (1 to 4 MiB), mostly at most 24.
+    /// Receive region of the client: 16 to 64 bpages (1 to 4 MiB); values with the top
+    /// bit set give at most 24, so that buffer stalls are common.
     pub(crate) client_pages: u8,
     /// Receive region of the server, likewise.
     pub(crate) server_pages: u8,
