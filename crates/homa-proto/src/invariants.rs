@@ -5,15 +5,14 @@
 //! O(RPCs + bpages + queued packets), so a test can run it after every call into the
 //! engine. Nothing here is needed to drive an engine.
 
-use std::collections::HashSet;
-use std::fmt::Write as _;
+use std::fmt::{self, Write as _};
 use std::net::SocketAddr;
 
 use crate::engine::{Engine, MAX_TOMBSTONES, MIN_CLIENT_PORT, TICK};
 use crate::incoming::MAX_GAPS;
 use crate::peer::MAX_PEERS;
 use crate::region::Region;
-use crate::rpc::RpcState;
+use crate::rpc::{Rpc, RpcState};
 use crate::wire::MAX_MESSAGE_LENGTH;
 
 /// Returns `Err(format!(...))` from the enclosing function unless `cond` holds.
@@ -23,6 +22,20 @@ macro_rules! ensure {
             return Err(format!($($fmt)+));
         }
     };
+}
+
+/// Names an RPC in a failure message (formatted only when one is made).
+struct Named<'a>(u32, &'a Rpc);
+
+impl fmt::Display for Named<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let Named(key, rpc) = self;
+        write!(
+            f,
+            "RPC {} (key {key}, peer {}, {:?})",
+            rpc.id, rpc.peer, rpc.state
+        )
+    }
 }
 
 impl<R: Region> Engine<R> {
@@ -135,17 +148,14 @@ impl<R: Region> Engine<R> {
     fn check_rpcs(&self) -> Result<(), String> {
         let (mut clients, mut servers, mut queued, mut stalled, mut scheduled) = (0, 0, 0, 0, 0);
         let (mut out_bytes, mut incoming) = (0u64, 0u64);
-        let mut serials = HashSet::new();
+        let mut serials = Vec::with_capacity(self.rpcs.len());
         for key in self.rpcs.keys() {
             let rpc = self
                 .rpcs
                 .get(key)
-                .ok_or(format!("key {key} listed, not live"))?;
-            let what = format!(
-                "RPC {} (key {key}, peer {}, {:?})",
-                rpc.id, rpc.peer, rpc.state
-            );
-            ensure!(serials.insert(rpc.serial), "{what}: serial reused");
+                .ok_or_else(|| format!("key {key} listed, not live"))?;
+            let what = Named(key, rpc);
+            serials.push(rpc.serial);
             ensure!(
                 rpc.serial <= self.next_serial,
                 "{what}: serial from the future"
@@ -224,7 +234,7 @@ impl<R: Region> Engine<R> {
                 let out = rpc
                     .msgout
                     .as_ref()
-                    .ok_or(format!("{what}: filed as sendable"))?;
+                    .ok_or_else(|| format!("{what}: filed as sendable"))?;
                 ensure!(
                     out.sendable() && out.remaining() == remaining,
                     "{what}: filed as sendable with {remaining} bytes left, has {} (sendable: {})",
@@ -285,6 +295,11 @@ impl<R: Region> Engine<R> {
                 }
             }
         }
+        serials.sort_unstable();
+        ensure!(
+            serials.windows(2).all(|w| w[0] < w[1]),
+            "two RPCs share a serial"
+        );
         ensure!(
             self.rpcs.len() == clients + servers,
             "rpc_count {} but {} RPCs live",

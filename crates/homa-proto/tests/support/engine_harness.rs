@@ -78,7 +78,8 @@ pub(crate) const TOLERATE_MISSED_UNSTALL: bool = true;
 /// How the two engines are set up (raw values, interpreted by [`Setup::config`] & co.).
 #[derive(Debug, Clone, Copy, Default)]
 pub(crate) struct Setup {
-    /// Receive region of the client: 16 to 64 bpages (1 to 4 MiB), mostly at most 24.
+    /// Receive region of the client: 16 to 64 bpages (1 to 4 MiB); values with the top
+    /// bit set give at most 24, so that buffer stalls are common.
     pub(crate) client_pages: u8,
     /// Receive region of the server, likewise.
     pub(crate) server_pages: u8,
@@ -1137,7 +1138,9 @@ impl Harness {
     /// network delivers everything, time runs past every timeout; then both engines must
     /// be idle and every request must have ended exactly once.
     pub(crate) fn finish(&mut self) -> Res {
-        let end = self.now + FINISH;
+        // Runs whose leftovers are tolerated (bug 2) need not wait as long.
+        let wedge_tolerated = self.tampered && TOLERATE_WEDGED_MESSAGES;
+        let end = self.now + if wedge_tolerated { FINISH / 10 } else { FINISH };
         loop {
             for server in [false, true] {
                 while !self.side(server).held.is_empty() {
@@ -1155,7 +1158,7 @@ impl Harness {
             if self.idle() {
                 break;
             }
-            if self.now >= end && self.tampered && TOLERATE_WEDGED_MESSAGES {
+            if self.now >= end && wedge_tolerated {
                 self.summary.wedged += 1;
                 return Ok(());
             }
