@@ -199,8 +199,14 @@ impl<R: Region> Engine<R> {
         let Some(rpc) = self.rpcs.get_mut(key) else {
             return;
         };
-        rpc.silent_ticks = 0;
         if rpc.is_client() && rpc.state == RpcState::Outgoing {
+            if rpc.msgout.as_ref().is_some_and(|m| !m.fully_sent()) {
+                // A server answers only a request it has whole: response DATA before the
+                // request is even sent is forged (or from a confused peer). Taking it
+                // would stop the request and wedge the RPC.
+                self.stats.early_responses += 1;
+                return;
+            }
             rpc.state = RpcState::Incoming;
         }
         let serial = rpc.serial;
@@ -219,9 +225,13 @@ impl<R: Region> Engine<R> {
         }
         let m = rpc.msgin.as_mut().expect("created above");
         if m.length != d.message_length {
+            // Not this message (its first packet said another length, e.g. a forged
+            // one): dropped, and no sign of life, so the RPC times out instead of
+            // waiting forever for bytes that can never match.
             self.stats.length_mismatch += 1;
             return;
         }
+        rpc.silent_ticks = 0;
         if m.is_complete() {
             self.stats.duplicate_data += 1;
             return;

@@ -184,6 +184,7 @@ impl<R: Region> Engine<R> {
                 return;
             }
         };
+        self.client_alive(key);
         let top = self.config.control_priority();
         let room = self.retransmits.len() < MAX_RETRANSMITS;
         let Some(rpc) = self.rpcs.get_mut(key) else {
@@ -219,7 +220,10 @@ impl<R: Region> Engine<R> {
             });
         }
         let grew = end > out.granted && out.grant(end);
-        let busy = r.offset >= sent_end;
+        // BUSY: "not sent yet, still coming". A RESEND past the message's end comes from
+        // a peer that took another message for this one (a forged first packet): no
+        // BUSY then, so it times out instead of waiting for bytes that do not exist.
+        let busy = r.offset >= sent_end && r.offset < out.length();
         if grew {
             self.refresh_sendable(key);
         }

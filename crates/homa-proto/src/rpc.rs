@@ -172,8 +172,7 @@ impl<R: Region> Engine<R> {
         key
     }
 
-    /// The RPC a packet from `src` with local id `local_id` belongs to. A server RPC hears
-    /// from its client: any packet for it resets its silence count.
+    /// The RPC a packet from `src` with local id `local_id` belongs to.
     pub(crate) fn lookup(&mut self, src: SocketAddr, local_id: u64) -> Lookup {
         let key = if is_client_id(local_id) {
             self.client_ids.get(&local_id)
@@ -184,17 +183,29 @@ impl<R: Region> Engine<R> {
             return Lookup::Unknown;
         };
         match self.rpcs.get_mut(key) {
-            Some(rpc) if same_endpoint(rpc.peer, src) => {
-                if !rpc.is_client() {
-                    rpc.silent_ticks = 0;
-                }
-                Lookup::Found(key)
-            }
+            Some(rpc) if same_endpoint(rpc.peer, src) => Lookup::Found(key),
             Some(_) => {
                 self.stats.forged += 1;
                 Lookup::Forged
             }
             None => Lookup::Unknown,
+        }
+    }
+
+    /// A server RPC heard from its client through a packet that shows it alive (a RESEND
+    /// probe, a keep-alive): its silence count restarts — unless the server is waiting for
+    /// the request's DATA, which only DATA answers (a client that probes but never sends
+    /// the bytes it owes must still time out).
+    pub(crate) fn client_alive(&mut self, key: u32) {
+        if let Some(rpc) = self.rpcs.get_mut(key) {
+            let waiting_for_data = rpc.state == RpcState::Incoming
+                && rpc
+                    .msgin
+                    .as_ref()
+                    .is_some_and(|m| m.buffers.is_some() && m.received < m.granted);
+            if !rpc.is_client() && !waiting_for_data {
+                rpc.silent_ticks = 0;
+            }
         }
     }
 

@@ -25,6 +25,9 @@ pub struct Stats {
     /// Packets for an existing RPC that came from another address or Homa port than
     /// the RPC's peer (forged or misdirected; acks included): dropped.
     pub forged: u64,
+    /// Response DATA for a request not yet fully sent (a server answers only whole
+    /// requests, so it is forged or from a confused peer): dropped.
+    pub early_responses: u64,
     /// Packets whose source Homa port is 0 (reserved; nothing can answer them): dropped.
     pub bad_source_port: u64,
     /// Request DATA refused because the socket already had `max_server_rpcs` server

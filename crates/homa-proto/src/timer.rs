@@ -106,8 +106,9 @@ impl<R: Region> Engine<R> {
     /// request, for grants for the response, for the application (a live client probes
     /// with RESENDs, answered with BUSY), or for the ack — so a client that vanishes (or
     /// forges a first packet and never follows up) cannot pin server state, transmit
-    /// memory or receive buffers. Any packet from the client for the RPC resets the
-    /// count (`rpc.rs`). The kernel never times out a server RPC that waits for grants,
+    /// memory or receive buffers. DATA of the request, GRANTs (as in the kernel) and
+    /// RESENDs (here) from the client reset the count; while the server waits for the
+    /// request's bytes, only DATA does (`rpc.rs`, `client_alive`). The kernel never times out a server RPC that waits for grants,
     /// for its application or for an ack (PROTOCOL.md 4.1, 7.2); this is a deviation.
     fn tick_server(&mut self, key: u32, tick: u64) {
         let resend_ticks = self.config.resend_ticks();

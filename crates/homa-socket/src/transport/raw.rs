@@ -591,7 +591,14 @@ mod tests {
             let b = client(family);
             assert!(a.local_port() >= MIN_CLIENT_PORT);
             assert_ne!(a.local_port(), b.local_port());
-            let s = server(family);
+            // A port below the range the other tests' servers take (10000..), so that
+            // none of them can grab it between the close and the reopen below.
+            let s = (0..100)
+                .find_map(|_| {
+                    let port = 5000 + (sys::random_u64() % 4000) as u16;
+                    RawTransport::open(&options(family, Some(port))).ok()
+                })
+                .expect("a free port in 5000..9000");
             // The port space is shared by both families, as in the kernel.
             for f in [Family::V4, Family::V6] {
                 let err = RawTransport::open(&options(f, Some(s.local_port()))).unwrap_err();
