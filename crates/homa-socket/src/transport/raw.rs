@@ -606,8 +606,20 @@ mod tests {
             }
             let port = s.local_port();
             drop(s);
-            // Closing the transport frees the port.
-            let again = RawTransport::open(&options(family, Some(port))).unwrap();
+            // Closing the transport frees the port. (A child that another test thread is
+            // forking at this moment, e.g. to run iptables, holds a copy of the
+            // reservation until it execs: retry for a while.)
+            let deadline = Instant::now() + Duration::from_secs(30);
+            let again = loop {
+                match RawTransport::open(&options(family, Some(port))) {
+                    Ok(t) => break t,
+                    Err(e) if Instant::now() < deadline => {
+                        assert!(e.to_string().contains("already uses it"), "{e}");
+                        std::thread::yield_now();
+                    }
+                    Err(e) => panic!("port {port} never freed: {e}"),
+                }
+            };
             assert_eq!(again.local_port(), port);
         }
     }
