@@ -150,13 +150,8 @@ impl<R: Region> Engine<R> {
 
     /// GRANT: the receiver allows more bytes of our message, at a priority.
     pub(crate) fn handle_grant(&mut self, src: SocketAddr, local_id: u64, g: &GrantRepr) {
-        let key = match self.lookup(src, local_id) {
-            Lookup::Found(k) => k,
-            Lookup::Forged => return,
-            Lookup::Unknown => {
-                self.stats.unknown_rpc += 1;
-                return;
-            }
+        let Some(key) = self.lookup_known(src, local_id) else {
+            return;
         };
         let top = self.config.control_priority();
         let Some(rpc) = self.rpcs.get_mut(key) else {
@@ -236,13 +231,8 @@ impl<R: Region> Engine<R> {
     /// RPC_UNKNOWN: the peer does not know the RPC (PROTOCOL.md 4.3). A client restarts
     /// its request; a server frees the RPC.
     pub(crate) fn handle_rpc_unknown(&mut self, src: SocketAddr, local_id: u64) {
-        let key = match self.lookup(src, local_id) {
-            Lookup::Found(k) => k,
-            Lookup::Forged => return,
-            Lookup::Unknown => {
-                self.stats.unknown_rpc += 1;
-                return;
-            }
+        let Some(key) = self.lookup_known(src, local_id) else {
+            return;
         };
         let Some(rpc) = self.rpcs.get(key) else {
             return;

@@ -192,6 +192,20 @@ impl<R: Region> Engine<R> {
         }
     }
 
+    /// [`lookup`](Self::lookup) for packets that are dropped when no RPC matches (GRANT,
+    /// BUSY, RPC_UNKNOWN): the RPC's key, or `None` (an unknown one counted in
+    /// `unknown_rpc`, a forged one in `forged`).
+    pub(crate) fn lookup_known(&mut self, src: SocketAddr, local_id: u64) -> Option<u32> {
+        match self.lookup(src, local_id) {
+            Lookup::Found(key) => Some(key),
+            Lookup::Forged => None,
+            Lookup::Unknown => {
+                self.stats.unknown_rpc += 1;
+                None
+            }
+        }
+    }
+
     /// A server RPC heard from its client through a packet that shows it alive (a RESEND
     /// probe, a keep-alive): its silence count restarts — unless the server is waiting for
     /// the request's DATA, which only DATA answers (a client that probes but never sends

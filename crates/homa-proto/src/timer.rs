@@ -6,7 +6,7 @@ use std::net::SocketAddr;
 
 use crate::engine::{Control, Engine, RpcError};
 use crate::region::Region;
-use crate::rpc::{Lookup, RpcState};
+use crate::rpc::RpcState;
 use crate::wire::{GrantRepr, Repr, ResendRepr, RESEND_ALL};
 use crate::Time;
 
@@ -182,14 +182,11 @@ impl<R: Region> Engine<R> {
 
     /// BUSY: the peer is alive and working on the RPC (only resets its silence).
     pub(crate) fn handle_busy(&mut self, src: SocketAddr, local_id: u64) {
-        match self.lookup(src, local_id) {
-            Lookup::Found(key) => {
-                if let Some(rpc) = self.rpcs.get_mut(key) {
-                    rpc.silent_ticks = 0;
-                }
-            }
-            Lookup::Forged => {}
-            Lookup::Unknown => self.stats.unknown_rpc += 1,
+        if let Some(rpc) = self
+            .lookup_known(src, local_id)
+            .and_then(|key| self.rpcs.get_mut(key))
+        {
+            rpc.silent_ticks = 0;
         }
     }
 
