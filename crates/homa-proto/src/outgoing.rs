@@ -102,7 +102,7 @@ struct Segment {
     retransmit: bool,
 }
 
-/// Most retransmission ranges queued at once (see `retransmit_room`).
+/// Most retransmission ranges queued at once (see `queue_retransmit`).
 pub(crate) const MAX_RETRANSMITS: usize = 4096;
 
 /// A range of an outgoing message to send again.
@@ -181,7 +181,6 @@ impl<R: Region> Engine<R> {
         };
         self.client_alive(key);
         let top = self.config.control_priority();
-        let room = self.retransmits.len() < MAX_RETRANSMITS;
         let Some(rpc) = self.rpcs.get_mut(key) else {
             return;
         };
@@ -202,23 +201,22 @@ impl<R: Region> Engine<R> {
             r.offset.saturating_add(r.length)
         };
         let upto = end.min(sent_end);
-        if r.offset < upto && !room {
-            self.stats.retransmits_dropped += 1;
-        } else if r.offset < upto {
-            self.retransmits.push_back(Retransmit {
-                key,
-                serial,
-                next: out.segment_start(r.offset),
-                end: upto,
-                incoming: upto,
-                priority: r.priority.min(top),
-            });
-        }
+        let retransmit = (r.offset < upto).then(|| Retransmit {
+            key,
+            serial,
+            next: out.segment_start(r.offset),
+            end: upto,
+            incoming: upto,
+            priority: r.priority.min(top),
+        });
         let grew = end > out.granted && out.grant(end);
         // BUSY: "not sent yet, still coming". A RESEND past the message's end comes from
         // a peer that took another message for this one (a forged first packet): no
         // BUSY then, so it times out instead of waiting for bytes that do not exist.
         let busy = r.offset >= sent_end && r.offset < out.length();
+        if let Some(rt) = retransmit {
+            self.queue_retransmit(rt);
+        }
         if grew {
             self.refresh_sendable(key);
         }
@@ -255,24 +253,28 @@ impl<R: Region> Engine<R> {
                 .unsched_priority(rpc.peer.ip(), out.length(), self.config.num_priorities());
         let sent_end = out.next_offset;
         let serial = rpc.serial;
-        if sent_end > 0 && self.retransmit_room() {
-            self.stats.restarts += 1;
-            self.retransmits.push_back(Retransmit {
+        if sent_end > 0 {
+            let restart = Retransmit {
                 key,
                 serial,
                 next: 0,
                 end: sent_end,
                 incoming: sent_end,
                 priority,
-            });
+            };
+            if self.queue_retransmit(restart) {
+                self.stats.restarts += 1;
+            }
         }
     }
 
-    /// Whether another retransmission range may be queued: at most
+    /// Queues a retransmission range; returns whether it was queued. At most
     /// [`MAX_RETRANSMITS`] wait, so a peer that floods RESENDs cannot grow the queue
-    /// without bound (a dropped range is asked for again by the peer's next RESEND).
-    fn retransmit_room(&mut self) -> bool {
+    /// without bound (a dropped range is counted and asked for again by the peer's next
+    /// RESEND).
+    fn queue_retransmit(&mut self, rt: Retransmit) -> bool {
         if self.retransmits.len() < MAX_RETRANSMITS {
+            self.retransmits.push_back(rt);
             true
         } else {
             self.stats.retransmits_dropped += 1;
