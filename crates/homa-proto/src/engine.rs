@@ -213,8 +213,6 @@ pub struct Engine<R: Region = Vec<u8>> {
     /// Every RPC by (peer address, peer port, key): ICMP reports and other per-peer
     /// work touch only that peer's RPCs.
     pub(crate) by_peer: BTreeSet<(IpAddr, u16, u32)>,
-    /// Live server RPCs (capped at `max_server_rpcs`).
-    pub(crate) server_rpcs: usize,
     pub(crate) next_serial: u64,
     pub(crate) peers: PeerTable,
     pub(crate) grants: GrantScheduler,
@@ -304,7 +302,6 @@ impl<R: Region> Engine<R> {
             client_ids: HashMap::new(),
             server_ids: HashMap::new(),
             by_peer: BTreeSet::new(),
-            server_rpcs: 0,
             next_serial: 0,
             peers: PeerTable::default(),
             grant_scratch: Vec::new(),

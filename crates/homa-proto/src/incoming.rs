@@ -317,7 +317,7 @@ impl<R: Region> Engine<R> {
             self.stats.stale_requests += 1;
             return None;
         }
-        if self.server_rpcs >= self.config.max_server_rpcs() as usize {
+        if self.server_ids.len() >= self.config.max_server_rpcs() as usize {
             // Dropped like a lost packet: a live client probes, gets RPC_UNKNOWN and
             // restarts the request when there is room again.
             self.stats.server_rpc_limit += 1;

@@ -166,7 +166,6 @@ impl<R: Region> Engine<R> {
             self.client_ids.insert(id, key);
         } else {
             self.server_ids.insert((peer.ip(), id), key);
-            self.server_rpcs += 1;
         }
         self.by_peer.insert((peer.ip(), peer.port(), key));
         key
@@ -274,7 +273,6 @@ impl<R: Region> Engine<R> {
             self.client_ids.remove(&rpc.id);
         } else {
             self.server_ids.remove(&(rpc.peer.ip(), rpc.id));
-            self.server_rpcs -= 1;
             if rpc.state != RpcState::Incoming {
                 self.add_tombstone(rpc.peer.ip(), rpc.id);
             }
