@@ -14,7 +14,7 @@
 
 use std::cmp::Reverse;
 use std::collections::BinaryHeap;
-use std::net::{IpAddr, SocketAddr};
+use std::net::SocketAddr;
 
 use crate::engine::{Engine, Event, RpcError, RpcFailure, Unreachable};
 use crate::incoming::InMessage;
@@ -152,11 +152,6 @@ pub(crate) fn same_endpoint(a: SocketAddr, b: SocketAddr) -> bool {
     a.ip() == b.ip() && a.port() == b.port()
 }
 
-/// The range of `by_peer` entries of one host (all ports).
-fn host_range(ip: IpAddr) -> std::ops::RangeInclusive<(IpAddr, u16, u32)> {
-    (ip, 0, 0)..=(ip, u16::MAX, u32::MAX)
-}
-
 impl<R: Region> Engine<R> {
     /// Files a new RPC in the table and its indexes; returns its key.
     pub(crate) fn insert_rpc(&mut self, rpc: Rpc) -> u32 {
@@ -232,19 +227,17 @@ impl<R: Region> Engine<R> {
             Unreachable::Host => RpcError::HostUnreachable,
             Unreachable::Protocol => RpcError::ProtocolUnsupported,
         };
+        // A port report concerns that port of the host, the others every port.
         let ip = dest.ip();
-        let keys: Vec<u32> = match kind {
-            Unreachable::Port => self
-                .by_peer
-                .range((ip, dest.port(), 0)..=(ip, dest.port(), u32::MAX))
-                .map(|&(_, _, k)| k)
-                .collect(),
-            _ => self
-                .by_peer
-                .range(host_range(ip))
-                .map(|&(_, _, k)| k)
-                .collect(),
+        let (low, high) = match kind {
+            Unreachable::Port => (dest.port(), dest.port()),
+            _ => (0, u16::MAX),
         };
+        let keys: Vec<u32> = self
+            .by_peer
+            .range((ip, low, 0)..=(ip, high, u32::MAX))
+            .map(|&(_, _, k)| k)
+            .collect();
         for key in keys {
             self.fail_or_discard(key, error);
         }
