@@ -227,8 +227,8 @@ pub struct Engine<R: Region = Vec<u8>> {
     pub(crate) fifo_credit: u32,
     pub(crate) control: VecDeque<Control>,
     pub(crate) retransmits: VecDeque<Retransmit>,
-    /// RPCs whose incoming message waits for buffer space, by (length, age).
-    pub(crate) stalled: BTreeSet<(u32, u64, u32)>,
+    /// RPCs whose incoming message waits for buffer space (`stall.rs`).
+    pub(crate) stalled: BTreeSet<crate::stall::StallEntry>,
     pub(crate) events: VecDeque<Event>,
     pub(crate) timer_armed: bool,
     pub(crate) next_tick: Time,
@@ -237,6 +237,10 @@ pub struct Engine<R: Region = Vec<u8>> {
     pub(crate) queued_bytes: u64,
     pub(crate) stats: Stats,
     pub(crate) scratch_keys: Vec<u32>,
+    /// Reused by `reclaim_idle_buffers` (`stall.rs`).
+    pub(crate) scratch_idle: Vec<(bool, u32, u32)>,
+    /// Reused by `refresh_stalled_order` (`stall.rs`).
+    pub(crate) scratch_moves: Vec<crate::stall::StallEntry>,
     /// The new byte ranges of the DATA packet being handled.
     pub(crate) scratch_ranges: Vec<(u32, u32)>,
     /// Buffer space may have been freed: retry stalled messages.
@@ -319,6 +323,8 @@ impl<R: Region> Engine<R> {
             queued_bytes: 0,
             stats: Stats::default(),
             scratch_keys: Vec::new(),
+            scratch_idle: Vec::new(),
+            scratch_moves: Vec::new(),
             scratch_ranges: Vec::new(),
             unstall_pending: false,
             now: Time::ZERO,

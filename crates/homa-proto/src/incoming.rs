@@ -3,10 +3,10 @@
 
 use std::net::SocketAddr;
 
-use crate::engine::{Control, Engine, Event, Message, Placement};
+use crate::engine::{Engine, Event, Message, Placement};
 use crate::region::Region;
 use crate::rpc::{is_client_id, Lookup, Rpc, RpcState};
-use crate::wire::{DataRepr, Repr, ResendRepr, RESEND_ALL};
+use crate::wire::{DataRepr, Repr};
 
 use crate::pool::MessageBuffers;
 use crate::Time;
@@ -52,6 +52,16 @@ pub(crate) struct InMessage {
     pub(crate) seg: u32,
     /// Priority of the last GRANT sent for it (repeated by keep-alive grants).
     pub(crate) grant_priority: u8,
+    /// The engine's tick count when new bytes last arrived (or the message began): how
+    /// long its sender has made no progress (`stall.rs`).
+    pub(crate) progress_tick: u64,
+    /// Whether its buffers were once taken for a stalled message (`stall.rs`): it waits
+    /// behind the others when stalled, and its silence keeps counting when it gets space
+    /// again.
+    pub(crate) reclaimed: bool,
+    /// While stalled: whether it waits behind the messages whose senders are alive and
+    /// were never reclaimed (`stall.rs`); part of its entry in the stalled set.
+    pub(crate) stall_late: bool,
 }
 
 impl InMessage {
@@ -67,7 +77,19 @@ impl InMessage {
             scheduled: false,
             seg: 0,
             grant_priority: 0,
+            progress_tick: 0,
+            reclaimed: false,
+            stall_late: false,
         }
+    }
+
+    /// Forgets every byte received (its buffers were taken back, `stall.rs`); what the
+    /// sender was granted stays, since the sender knows it.
+    pub(crate) fn reset_received(&mut self) {
+        self.received = 0;
+        self.recv_end = 0;
+        self.gaps.clear();
+        self.seg = 0;
     }
 
     /// Whether every byte has arrived.
@@ -210,16 +232,18 @@ impl<R: Region> Engine<R> {
             rpc.state = RpcState::Incoming;
         }
         let serial = rpc.serial;
+        let ticks = self.ticks;
         if rpc.msgin.is_none() {
             // Bytes the sender sent are bytes it was allowed to send: a first packet whose
             // `incoming` is below its own end (or 0) is taken as granted up to that end,
             // so the message is tracked like any other (and times out if nothing follows).
             let first_end = d.offset.saturating_add(payload_len as u32);
             let mut m = InMessage::new(d.message_length, d.incoming.max(first_end), now);
+            m.progress_tick = ticks;
             m.buffers = self.pool.allocate(d.message_length);
             if m.buffers.is_none() {
                 self.stats.buffer_stalls += 1;
-                self.stalled.insert((d.message_length, serial, key));
+                self.stalled.insert((false, d.message_length, serial, key));
             }
             rpc.msgin = Some(m);
         }
@@ -231,18 +255,23 @@ impl<R: Region> Engine<R> {
             self.stats.length_mismatch += 1;
             return;
         }
-        rpc.silent_ticks = 0;
         if m.is_complete() {
+            rpc.silent_ticks = 0;
             self.stats.duplicate_data += 1;
             return;
         }
         let Some(buffers) = m.buffers else {
+            // Dropped, and no sign of life: nothing it sends can be taken, so a sender
+            // that only repeats its packets (never probing, as a live client does with
+            // RESENDs) waits behind live ones (`stall.rs`) and times out.
             self.stats.dropped_while_stalled += 1;
             return;
         };
+        rpc.silent_ticks = 0;
         let mut fresh = core::mem::take(&mut self.scratch_ranges);
         match m.accept(d.offset, payload_len as u32, &mut fresh) {
             Accepted::New => {
+                m.progress_tick = ticks;
                 // A packet cut short by the message's end or the unscheduled limit does
                 // not show the sender's segment size.
                 let end = d.offset + payload_len as u32;
@@ -363,48 +392,6 @@ impl<R: Region> Engine<R> {
             rpc.state = RpcState::InService;
             rpc.silent_ticks = 0;
             self.events.push_back(Event::Request(message));
-        }
-    }
-
-    /// Gives stalled messages buffer space if it is available now, restarting each with
-    /// RESEND(0, −1) at level `num_priorities − 2` (PROTOCOL.md 3.6).
-    pub(crate) fn unstall(&mut self, _now: Time) {
-        self.unstall_pending = false;
-        while let Some(&(length, serial, key)) = self.stalled.first() {
-            let Some(buffers) = self.pool.allocate(length) else {
-                break;
-            };
-            self.stalled.pop_first();
-            let Some(rpc) = self.rpcs.get_mut(key).filter(|r| r.serial == serial) else {
-                let _ = self.pool.release_all(&buffers);
-                continue;
-            };
-            let Some(m) = rpc.msgin.as_mut() else {
-                let _ = self.pool.release_all(&buffers);
-                continue;
-            };
-            m.buffers = Some(buffers);
-            rpc.silent_ticks = 0;
-            let (to, id) = (rpc.peer, rpc.id);
-            let priority = self.config.num_priorities().saturating_sub(2);
-            let repr = Repr::Resend(ResendRepr {
-                common: self.common_to(to, id),
-                offset: 0,
-                length: RESEND_ALL,
-                priority,
-            });
-            let control_priority = self.config.control_priority();
-            self.control.push_back(Control {
-                to,
-                repr,
-                priority: control_priority,
-            });
-        }
-    }
-
-    pub(crate) fn unstall_if_pending(&mut self, now: Time) {
-        if self.unstall_pending {
-            self.unstall(now);
         }
     }
 }

@@ -55,8 +55,8 @@ impl<R: Region> Engine<R> {
     /// * the grant scheduler tracks as many messages as are marked scheduled, its
     ///   granted-but-unreceived total matches theirs, and at most `max_overcommit` are
     ///   active;
-    /// * the first stalled message (the shortest) does not fit in the pool, unless a
-    ///   retry is pending;
+    /// * the first stalled message (the shortest of those due first) does not fit in the
+    ///   pool, unless a retry is pending;
     /// * the bpage tokens of incomplete messages are outstanding in the pool, each in one
     ///   message only (see also [`check_invariants_with`](Self::check_invariants_with));
     /// * tombstones are ordered, indexed once and name no live RPC; there are at most
@@ -280,7 +280,7 @@ impl<R: Region> Engine<R> {
                 } else if !m.is_complete() {
                     stalled += 1;
                     ensure!(
-                        self.stalled.contains(&(len, rpc.serial, key)),
+                        self.stalled.contains(&(m.stall_late, len, rpc.serial, key)),
                         "{what}: without buffers and not stalled"
                     );
                     ensure!(m.received == 0, "{what}: received bytes with nowhere to go");
@@ -343,7 +343,7 @@ impl<R: Region> Engine<R> {
             "{} stalled entries for {stalled} messages waiting for buffers",
             self.stalled.len()
         );
-        if let Some(&(len, _, key)) = self.stalled.first() {
+        if let Some(&(_, len, _, key)) = self.stalled.first() {
             ensure!(
                 self.unstall_pending || !self.pool.can_allocate(len),
                 "stalled message of RPC key {key} ({len} bytes) fits in the pool now"

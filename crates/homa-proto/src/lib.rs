@@ -36,6 +36,7 @@ mod placement;
 pub mod pool;
 pub mod region;
 mod rpc;
+mod stall;
 mod stats;
 #[cfg(test)]
 mod test_rng;

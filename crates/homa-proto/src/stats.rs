@@ -54,6 +54,13 @@ pub struct Stats {
     pub dropped_too_many_gaps: u64,
     /// Messages that had to wait for receive-buffer space.
     pub buffer_stalls: u64,
+    /// Messages whose buffers were taken back for a stalled message because their
+    /// sender had sent nothing new for `resend_ticks` ticks (their bytes are asked for
+    /// again when they get space).
+    pub buffers_reclaimed: u64,
+    /// Messages taken out of grant scheduling because their sender owed granted bytes
+    /// and sent nothing new for `resend_ticks` ticks (they rejoin when bytes arrive).
+    pub idle_unscheduled: u64,
     /// DATA packets sent again for RESENDs or restarts.
     pub retransmitted_packets: u64,
     /// Requests restarted after RPC_UNKNOWN.

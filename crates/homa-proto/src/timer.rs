@@ -15,7 +15,7 @@ const COMPACT_TICKS: u64 = 1000;
 
 impl<R: Region> Engine<R> {
     /// One timer pass over every RPC, in the kernel's order of checks.
-    pub(crate) fn tick(&mut self, _now: Time) {
+    pub(crate) fn tick(&mut self, now: Time) {
         self.ticks += 1;
         let tick = self.ticks;
         let resend_ticks = self.config.resend_ticks();
@@ -88,6 +88,10 @@ impl<R: Region> Engine<R> {
             };
             self.queue_control(to, Repr::Ack(crate::wire::AckRepr { common, acks }));
         }
+        // 6. Messages whose senders went idle give up their grants, and their buffer
+        //    space if a stalled message needs it.
+        self.unschedule_idle_senders();
+        self.reclaim_idle_buffers(now);
         if tick % COMPACT_TICKS == 0 {
             self.compact();
         }

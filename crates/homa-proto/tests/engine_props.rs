@@ -401,15 +401,15 @@ fn space_freed_by_abort_unstalls_a_waiting_message() {
     }
 }
 
-/// Open: a response forged from the server's own address and port (which the source
-/// check cannot tell from the real one) reaches the client while the server computes.
-/// The bogus incoming message is granted the whole `max_incoming`, and the server's BUSYs
-/// (it is computing) keep it alive; with a tiny `wmem_max` the server's application
-/// cannot send its other responses, one of which waits for exactly those grants: nothing
-/// moves until the client gives up the RPC. Found by
+/// A response forged from the server's own address and port (which the source check
+/// cannot tell from the real one) reaches the client while the server computes. The bogus
+/// incoming message is granted the whole `max_incoming`, and the server's BUSYs (it is
+/// computing) keep its RPC alive; with a tiny `wmem_max` the server's application cannot
+/// send its other responses, one of which waits for exactly those grants. Before idle
+/// senders gave up their grants (`grant.rs`, `unschedule_idle_senders`) nothing moved
+/// until the client gave up the RPC. Found by
 /// `arbitrary_packet_sequences_keep_accounting_consistent` (shrunk input below).
 #[test]
-#[ignore = "open: a spoofed response can deadlock max_incoming against a full wmem (see doc)"]
 fn a_spoofed_response_while_the_server_computes_does_not_deadlock_grants() {
     let setup = Setup {
         client_pages: 0,

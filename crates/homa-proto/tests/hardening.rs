@@ -255,6 +255,16 @@ fn a_live_client_waiting_for_buffer_space_keeps_the_response_alive() {
     assert!(p.failures.is_empty());
 }
 
+/// Virtual milliseconds a fresh pair takes to deliver a 1 MB request (the harness paces
+/// the sender at its link rate, a tick at a time).
+fn ms_to_serve_1_mb(p: &mut Pair) -> u128 {
+    let t0 = p.now;
+    p.c.send_request(p.now, addr(SERVER), vec![5; MB], 0)
+        .unwrap();
+    assert!(p.run_until(300, |p| !p.requests.is_empty()));
+    p.now.saturating_duration_since(t0).as_millis()
+}
+
 #[test]
 fn first_packets_announcing_1_mb_with_incoming_0_are_freed_and_do_not_block_requests() {
     let mut p = Pair::with(Config::default(), Config::default(), 8 << 20, 64 << 20);
@@ -268,11 +278,25 @@ fn first_packets_announcing_1_mb_with_incoming_0_are_freed_and_do_not_block_requ
     }
     p.exchange();
     assert_eq!(p.s.rpc_count(), 200);
-    // A real 1 MB request is still served (it may wait until the hostile ones time out).
+    // A real 1 MB request is served long before the hostile RPCs time out (100 ticks):
+    // idle messages give up their grants and, after `resend_ticks`, their buffers.
+    let plain = ms_to_serve_1_mb(&mut Pair::with(
+        Config::default(),
+        Config::default(),
+        8 << 20,
+        64 << 20,
+    ));
+    let t0 = p.now;
     let id =
         p.c.send_request(p.now, addr(SERVER), vec![5; MB], 0)
             .unwrap();
-    assert!(p.run_until(3000, |p| !p.requests.is_empty()));
+    assert!(p.run_until(300, |p| !p.requests.is_empty()));
+    let attacked = p.now.saturating_duration_since(t0).as_millis();
+    assert!(
+        attacked < plain + 25,
+        "served after {attacked} ms, {plain} ms without the attack"
+    );
+    assert!(p.s.stats().buffers_reclaimed > 0);
     let req = p.requests.pop().unwrap();
     assert_eq!(req.len(), MB);
     p.s.release_message(p.now, &req).unwrap();
@@ -291,6 +315,59 @@ fn first_packets_announcing_1_mb_with_incoming_0_are_freed_and_do_not_block_requ
     // Most were abandoned waiting for grants; those the scheduler granted to timed out
     // waiting for data.
     assert_eq!(p.s.stats().abandoned + p.s.stats().timeouts, 200);
+}
+
+#[test]
+fn first_packets_sent_again_and_again_do_not_hold_the_pool_from_a_real_request() {
+    let mut p = Pair::with(Config::default(), Config::default(), 8 << 20, 16 << 20);
+    let s_ip: IpAddr = "10.0.0.9".parse().unwrap();
+    // 40 hostile 1 MB messages (more than the 16 MB region holds) whose first packet is
+    // sent again every millisecond: each looks alive, but none makes progress.
+    let hostile: Vec<Vec<u8>> = (0..40u64)
+        .map(|k| data(40_000 + k as u16, 2 * k + 2, MB as u32, 0, 0, &[7; 1400]))
+        .collect();
+    let plain = ms_to_serve_1_mb(&mut Pair::with(
+        Config::default(),
+        Config::default(),
+        8 << 20,
+        16 << 20,
+    ));
+    let attack = |p: &mut Pair| {
+        for pkt in &hostile {
+            p.s.handle_datagram(p.now, s_ip, pkt);
+        }
+    };
+    attack(&mut p);
+    let id =
+        p.c.send_request(p.now, addr(SERVER), vec![5; MB], 0)
+            .unwrap();
+    let mut served = false;
+    for _ in 0..plain + 25 {
+        attack(&mut p);
+        p.run_ms(1);
+        if !p.requests.is_empty() {
+            served = true;
+            break;
+        }
+    }
+    assert!(
+        served,
+        "the real request was served while the attack went on"
+    );
+    let req = p.requests.pop().unwrap();
+    assert_eq!(req.len(), MB);
+    assert!(p.s.message_bytes(&req).iter().all(|&b| b == 5));
+    p.s.release_message(p.now, &req).unwrap();
+    p.s.send_response(p.now, req.peer, req.id, vec![1; 10])
+        .unwrap();
+    assert!(p.run_until(100, |p| !p.responses.is_empty()));
+    assert_eq!(p.responses[0].id, id);
+    // Once the attack stops, the hostile RPCs time out and every bpage comes back.
+    let resp = p.responses.pop().unwrap();
+    p.c.release_message(p.now, &resp).unwrap();
+    assert!(p.run_until(3000, |p| p.s.rpc_count() == 0));
+    assert!(p.s.pool().is_idle());
+    p.s.check_invariants().unwrap();
 }
 
 #[test]
