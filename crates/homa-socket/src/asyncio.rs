@@ -160,12 +160,12 @@ impl From<Socket> for AsyncSocket {
 
 /// Keeps a response id reserved for the task awaiting it (see [`Want::Response`]).
 struct Reservation<'a> {
-    inner: &'a std::sync::Arc<crate::socket::Inner>,
+    inner: &'a std::sync::Arc<crate::driver::Inner>,
     id: Option<u64>,
 }
 
 impl<'a> Reservation<'a> {
-    fn new(inner: &'a std::sync::Arc<crate::socket::Inner>, want: Want) -> Self {
+    fn new(inner: &'a std::sync::Arc<crate::driver::Inner>, want: Want) -> Self {
         let id = match want {
             Want::Response(id) => Some(id),
             _ => None,

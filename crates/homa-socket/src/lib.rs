@@ -31,6 +31,7 @@
 #[cfg(feature = "tokio")]
 mod asyncio;
 mod config;
+mod driver;
 mod error;
 mod message;
 pub mod region;

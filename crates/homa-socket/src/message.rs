@@ -7,7 +7,7 @@ use std::sync::Arc;
 
 use homa_proto::engine;
 
-use crate::socket::Inner;
+use crate::driver::Inner;
 use crate::Error;
 
 /// Whether a message is a request (server side) or a response (client side).
