@@ -107,7 +107,7 @@ impl AsyncSocket {
                 Ok(Ok(v)) => Poll::Ready(Ok(v)),
                 Ok(Err(back)) => {
                     bytes = Some(back);
-                    inner.lock().wakers.push(cx.waker().clone());
+                    inner.register_waker(&mut inner.lock(), cx.waker());
                     Poll::Pending
                 }
             }
@@ -133,7 +133,7 @@ impl AsyncSocket {
                     return Poll::Ready(Err(Error::UnknownRpc { id }));
                 }
             }
-            core.wakers.push(cx.waker().clone());
+            inner.register_waker(&mut core, cx.waker());
             Poll::Pending
         })
         .await

@@ -93,8 +93,19 @@ impl SocketConfig {
         self.socket_buffer = bytes;
         self
     }
-    /// How long a thread waiting for a message spins on the socket before sleeping
-    /// (default 50 µs, the kernel's `poll_usecs`). Zero never spins.
+    /// How long a thread waiting for a message polls the socket before it sleeps in
+    /// `ppoll` (default 50 µs, the kernel's `poll_usecs`). Between two polls it calls
+    /// `sched_yield`, so a thread it waits for that shares its CPU (the peer of a
+    /// loopback RPC on a busy machine) runs at once instead of after the whole spin.
+    /// Zero never polls: the thread sleeps at once (fewest CPU cycles, a wake-up's
+    /// latency). The background thread never polls.
+    ///
+    /// ```
+    /// use homa_socket::SocketConfig;
+    /// use std::time::Duration;
+    /// let config = SocketConfig::default().busy_poll(Duration::ZERO);
+    /// # let _ = config;
+    /// ```
     pub fn busy_poll(mut self, spin: Duration) -> Self {
         self.poll = spin;
         self

@@ -6,14 +6,26 @@
 //! One lock guards the engine. Whoever needs the network to make progress runs the
 //! engine's I/O loop itself, holding the *driver role*:
 //!
-//! * a thread waiting in `recv` takes the role when it is free, so a response is received,
-//!   processed and returned by the very thread that waits for it (no thread hand-off on
-//!   the path of a small RPC);
-//! * a background thread takes the role when no application thread wants it, so grants,
-//!   retransmissions, timers and acks keep flowing while the application is busy; it
-//!   gives the role up as soon as an application thread asks (through an eventfd); it
-//!   does not busy-poll (only a thread waiting for a message spins, for
-//!   [`SocketConfig::busy_poll`](crate::SocketConfig) before it sleeps);
+//! * a thread waiting in `recv` takes the role when it is free and drives to completion
+//!   (receive, handle, transmit, run timers) until its message is there, so a response is
+//!   received, processed and returned by the very thread that waits for it. Leaving
+//!   `recv` wakes nobody: only threads blocked on the condition variable (waiting for the
+//!   role, for a message another driver received, or for transmit room) are notified, and
+//!   only when there are some;
+//! * a waiting thread first polls the socket for
+//!   [`SocketConfig::busy_poll`](crate::SocketConfig::busy_poll) (50 µs by default; zero
+//!   never polls), calling `sched_yield` between polls so that a peer sharing its core
+//!   runs, then sleeps in `ppoll` until a packet, the engine's next timer or its deadline;
+//! * the background thread is a *watchdog*. While application threads drive it sleeps;
+//!   when timers fall due between two drives it runs one round without waiting (reading
+//!   the socket first, so that what is queued is handled before timers judge peers
+//!   silent) and leaves the role free; when nobody has read the socket for a tick (1 ms)
+//!   and the engine has state to watch (or async tasks wait), it takes the role and
+//!   drives, sleeping in `ppoll` and never spinning, until an application thread asks
+//!   for the role back (through an eventfd). So a live process answers RESENDs (with data
+//!   or BUSY) within about a tick even when every application thread computes, and a hand-off
+//!   happens only after an application has been away for a tick. With nothing to watch
+//!   (no RPCs, no waiting tasks) it sleeps until a send or an async task nudges it;
 //! * sending threads transmit their own packets directly under the lock.
 //!
 //! Received packets are batched (`recvmmsg`), and so are sent ones (`sendmmsg`, UDP GSO;
@@ -67,6 +79,14 @@ pub(crate) struct Core {
     driver: Option<Driver>,
     /// Application threads waiting for the background driver to hand over.
     apps_wanting: usize,
+    /// Application threads blocked on `Inner::cond` (for their message, for the driver
+    /// role, or for transmit-buffer room): only when there are any does a driver notify.
+    app_waiters: usize,
+    /// When a driver last read the socket.
+    last_drive: Time,
+    /// Whether the watchdog sleeps with no timeout (nothing to time, a thread drives):
+    /// then a new RPC nudges it.
+    watchdog_idle: bool,
     /// Received requests, with their arrival sequence number.
     requests: VecDeque<(u64, engine::Message)>,
     /// Finished client RPCs, with their arrival sequence number.
@@ -90,6 +110,8 @@ pub(crate) struct Core {
 pub(crate) struct Inner {
     pub(crate) core: Mutex<Core>,
     cond: Condvar,
+    /// Where the background thread sleeps between its checks.
+    watchdog: Condvar,
     wake: OwnedFd,
     pub(crate) region: RecvRegion,
     epoch: Instant,
@@ -373,6 +395,9 @@ impl Inner {
                 in_place: Vec::with_capacity(BATCH),
                 driver: None,
                 apps_wanting: 0,
+                app_waiters: 0,
+                last_drive: Time::ZERO,
+                watchdog_idle: false,
                 requests: VecDeque::new(),
                 responses: VecDeque::new(),
                 seq: 0,
@@ -384,6 +409,7 @@ impl Inner {
                 last_reports: Time::ZERO,
             }),
             cond: Condvar::new(),
+            watchdog: Condvar::new(),
             wake,
             region,
             epoch: Instant::now(),
@@ -394,7 +420,7 @@ impl Inner {
         let bg = inner.clone();
         let background = std::thread::Builder::new()
             .name(format!("homa-{port}"))
-            .spawn(move || bg.background())
+            .spawn(move || bg.watchdog())
             .map_err(|e| Error::io("starting the socket's background thread", e))?;
         Ok((inner, background))
     }
@@ -451,10 +477,10 @@ impl Inner {
         core.wake_tasks();
         drop(core);
         self.cond.notify_all();
+        self.watchdog.notify_all();
         self.wake();
     }
 
-    /// Runs an application send: the engine call, then transmission by this thread.
     /// One attempt at an application send: the engine call, then transmission by this
     /// thread. Gives the bytes back (`Ok(Err(bytes))`) when the transmit buffer
     /// (`wmem_max`) has no room for them yet.
@@ -476,13 +502,31 @@ impl Inner {
         core.flush(now);
         // The pacer may want to send more soon: make sure the driver knows.
         if let Some(t) = core.engine.poll_timeout() {
-            // (Without a driver there is nobody to wake: the background thread takes the
-            // role and reads the engine's timer itself.)
             if core.driver.is_some() && core.driver_until.is_none_or(|u| t < u) {
                 self.wake();
             }
         }
+        // A new RPC for the watchdog to watch.
+        self.nudge_watchdog(&mut core);
         Ok(Ok(v))
+    }
+
+    /// Wakes the watchdog if it sleeps without a timeout (the socket had nothing to
+    /// time): a new RPC or a waiting async task needs it. At most once per sleep, and it
+    /// goes idle only when it wakes, so this costs a system call at most once a tick.
+    fn nudge_watchdog(&self, core: &mut Core) {
+        if core.watchdog_idle {
+            core.watchdog_idle = false;
+            self.watchdog.notify_one();
+        }
+    }
+
+    /// Registers an async task to wake when a message arrives or transmit room frees.
+    /// (Until async waits on the reactor, the watchdog drives for waiting tasks.)
+    #[cfg(feature = "tokio")]
+    pub(crate) fn register_waker(&self, core: &mut Core, waker: &std::task::Waker) {
+        core.wakers.push(waker.clone());
+        self.nudge_watchdog(core);
     }
 
     /// An application send that waits while the transmit buffer is full.
@@ -496,15 +540,26 @@ impl Inner {
                 Ok(v) => return Ok(v),
                 Err(back) => {
                     bytes = back;
-                    // Outgoing messages finish as responses and acks arrive.
-                    let core = self.lock();
-                    drop(
-                        self.cond
-                            .wait_timeout(core, Duration::from_millis(1))
-                            .unwrap_or_else(|p| p.into_inner()),
-                    );
+                    // Outgoing messages finish as responses and acks arrive (the driver,
+                    // or the watchdog once nobody drives, receives them).
+                    let mut core = self.lock();
+                    core.app_waiters += 1;
+                    let mut core = self
+                        .cond
+                        .wait_timeout(core, Duration::from_millis(1))
+                        .unwrap_or_else(|p| p.into_inner())
+                        .0;
+                    core.app_waiters -= 1;
                 }
             }
+        }
+    }
+
+    /// Wakes the application threads blocked on `cond`, if there are any (queued
+    /// messages may be theirs, or the driver role is free). With none, no system call.
+    fn notify_waiters(&self, core: &Core) {
+        if core.app_waiters > 0 {
+            self.cond.notify_all();
         }
     }
 
@@ -566,17 +621,21 @@ impl Inner {
                 None => core = self.run_driver(core, deadline, Driver::App, want),
                 Some(driver) => {
                     if driver == Driver::Background {
+                        // The watchdog drives because nobody did for a tick: ask for the
+                        // role back (it leaves at once).
                         core.apps_wanting += 1;
                         self.wake();
                     }
                     let wait = deadline
                         .map(|d| d.saturating_duration_since(Instant::now()))
                         .unwrap_or(Duration::from_millis(100));
+                    core.app_waiters += 1;
                     core = self
                         .cond
                         .wait_timeout(core, wait)
                         .unwrap_or_else(|p| p.into_inner())
                         .0;
+                    core.app_waiters -= 1;
                     if driver == Driver::Background {
                         core.apps_wanting -= 1;
                     }
@@ -585,7 +644,8 @@ impl Inner {
         }
     }
 
-    /// Takes the driver role, drives, gives the role back and tells the others.
+    /// Takes the driver role, drives, and gives the role back. Only threads blocked on
+    /// `cond` are told (leaving `recv` wakes nobody otherwise).
     fn run_driver<'a>(
         &'a self,
         mut core: MutexGuard<'a, Core>,
@@ -597,13 +657,15 @@ impl Inner {
         let mut core = self.drive(core, deadline, who, want);
         core.driver = None;
         core.driver_until = None;
-        self.cond.notify_all();
+        self.notify_waiters(&core);
         core
     }
 
     /// The I/O loop, run by the holder of the driver role until `want` has something (an
     /// application driver), an application asks for the role (the background driver),
-    /// shutdown, or the deadline.
+    /// shutdown, or the deadline. Each round reads the socket (without waiting the first
+    /// time, so that what is queued is handled before timers judge peers silent), runs
+    /// the timers that are due, transmits, and queues the engine's events.
     fn drive<'a>(
         &'a self,
         mut core: MutexGuard<'a, Core>,
@@ -616,30 +678,16 @@ impl Inner {
         // packets wait unread, but only for `TIMER_DEFER_BATCHES` batches: however full
         // the batches stay (a flood), timeouts and the reclaiming of state still run.
         let mut full_batches = 0;
+        let mut wait = false;
         loop {
             let now = self.now();
-            if full_batches == 0 || full_batches >= TIMER_DEFER_BATCHES {
-                core.engine.handle_timeout(now);
-                full_batches = 0;
-            }
-            core.flush(now);
-            if core.collect() {
-                self.cond.notify_all();
-            }
-            let satisfied = who == Driver::App && core.has(want);
-            if satisfied
-                || core.shutdown
-                || (who == Driver::Background && core.apps_wanting > 0)
-                || deadline.is_some_and(|d| Instant::now() >= d)
-            {
-                return core;
-            }
             let engine_at = core.engine.poll_timeout();
             core.driver_until = engine_at;
             let transport = core.transport.clone();
             let mut batch = core.recv_batch.take().expect("one driver at a time");
             core.place(&mut batch);
-            // Without the lock: receive, spinning a little, then sleeping.
+            // Without the lock: receive (spinning a little, then sleeping, after the first
+            // round).
             drop(core);
             // Only a thread waiting for a message spins: the background driver exists for
             // progress, not latency, and its spinning would take the CPU from the
@@ -649,9 +697,14 @@ impl Inner {
             } else {
                 Duration::ZERO
             };
-            let received = self.receive(&transport, &mut batch, engine_at, deadline, now, spin);
+            let received = if wait {
+                self.receive(&transport, &mut batch, engine_at, deadline, now, spin)
+            } else {
+                transport.recv(&mut batch)
+            };
             core = self.lock();
             let now = self.now();
+            core.last_drive = now;
             let n = received.unwrap_or(0);
             if n == BATCH {
                 full_batches += 1;
@@ -675,11 +728,29 @@ impl Inner {
                 }
             }
             core.recv_batch = Some(batch);
+            if full_batches == 0 || full_batches >= TIMER_DEFER_BATCHES {
+                core.engine.handle_timeout(now);
+                full_batches = 0;
+            }
+            core.flush(now);
+            if core.collect() {
+                self.notify_waiters(&core);
+            }
+            let satisfied = who == Driver::App && core.has(want);
+            if satisfied
+                || core.shutdown
+                || (who == Driver::Background && core.apps_wanting > 0)
+                || deadline.is_some_and(|d| Instant::now() >= d)
+            {
+                return core;
+            }
+            wait = true;
         }
     }
 
-    /// Receives a batch: spins for `spin`, then sleeps until a packet, a
-    /// wake-up, the engine's next timer or the caller's deadline.
+    /// Receives a batch: polls for `spin` (yielding the CPU between polls, so that a
+    /// peer on the same core runs), then sleeps until a packet, a wake-up, the engine's
+    /// next timer or the caller's deadline.
     fn receive(
         &self,
         transport: &Transport,
@@ -689,16 +760,20 @@ impl Inner {
         now: Time,
         spin: Duration,
     ) -> std::io::Result<usize> {
-        let spin_until = Instant::now() + spin;
-        loop {
-            let n = transport.recv(batch)?;
-            if n > 0 {
-                return Ok(n);
+        if !spin.is_zero() {
+            let spin_until = Instant::now() + spin;
+            loop {
+                let n = transport.recv(batch)?;
+                if n > 0 {
+                    return Ok(n);
+                }
+                if Instant::now() >= spin_until {
+                    break;
+                }
+                // On a shared core, spinning would keep out the very thread whose packet
+                // it waits for (PROTOCOL.md's poll_usecs assumes a core of its own).
+                std::thread::yield_now();
             }
-            if Instant::now() >= spin_until {
-                break;
-            }
-            std::hint::spin_loop();
         }
         let mut timeout = engine_at.map(|t| t.saturating_duration_since(now));
         if let Some(d) = deadline {
@@ -710,24 +785,59 @@ impl Inner {
         transport.recv(batch)
     }
 
-    /// The background thread: drives whenever no application thread does.
-    fn background(self: Arc<Self>) {
+    /// The background thread, a watchdog: it sleeps while application threads drive,
+    /// and takes the driver role only when nobody has read the socket for a tick (or
+    /// timers fell due with nobody driving), then drives (sleeping in the socket's wait,
+    /// never spinning) until an application thread asks for the role back.
+    fn watchdog(self: Arc<Self>) {
         let mut core = self.lock();
         loop {
             if core.shutdown {
                 return;
             }
-            if core.driver.is_none() && core.apps_wanting == 0 {
-                core = self.run_driver(core, None, Driver::Background, Want::Both);
+            let now = self.now();
+            let grace_end = core.last_drive + engine::TICK;
+            // Whether there is anything to watch: protocol state with timers, or async
+            // tasks that wait for a driver.
+            let engine_at = core.engine.poll_timeout();
+            let needed = engine_at.is_some() || !core.wakers.is_empty();
+            if needed && core.driver.is_none() && core.apps_wanting == 0 {
+                if now >= grace_end {
+                    // Nobody read the socket for a tick: drive until an application
+                    // thread wants the role.
+                    core = self.run_driver(core, None, Driver::Background, Want::Both);
+                    continue;
+                }
+                if engine_at.is_some_and(|t| t <= now) {
+                    // Timers are due between two drives: one round (read what is
+                    // queued, run them, transmit) without waiting, keeping the role free.
+                    let now = Some(Instant::now());
+                    core = self.run_driver(core, now, Driver::Background, Want::Both);
+                    continue;
+                }
             }
-            if core.driver.is_some() || core.apps_wanting > 0 {
-                // Someone else drives, or is about to: wait until the role is free.
-                core = self
-                    .cond
-                    .wait_timeout(core, Duration::from_millis(1))
-                    .unwrap_or_else(|p| p.into_inner())
-                    .0;
-            }
+            // Sleep until the grace period after the last drive ends (or the engine's
+            // next timer, if earlier); with nothing to watch, until nudged.
+            let wake_at = needed.then(|| {
+                let at = engine_at.map_or(grace_end, |t| t.min(grace_end));
+                at.max(now + engine::TICK / 8)
+            });
+            core.watchdog_idle = wake_at.is_none();
+            core = match wake_at {
+                Some(at) => {
+                    self.watchdog
+                        .wait_timeout(core, at.saturating_duration_since(now))
+                        .unwrap_or_else(|p| p.into_inner())
+                        .0
+                }
+                None => {
+                    self.watchdog
+                        .wait_timeout(core, Duration::from_millis(100))
+                        .unwrap_or_else(|p| p.into_inner())
+                        .0
+                }
+            };
+            core.watchdog_idle = false;
         }
     }
 }

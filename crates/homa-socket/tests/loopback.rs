@@ -400,3 +400,40 @@ fn a_full_transmit_buffer_makes_try_send_request_would_block() {
         Err(Error::WouldBlock)
     ));
 }
+
+/// A handler that keeps its thread busy for 500 ms (no `recv` drives meanwhile).
+fn compute_500_ms(b: &[u8]) -> Vec<u8> {
+    let start = std::time::Instant::now();
+    let mut x = 0u64;
+    while start.elapsed() < std::time::Duration::from_millis(500) {
+        x = std::hint::black_box(x.wrapping_mul(31).wrapping_add(1));
+    }
+    b.to_vec()
+}
+
+#[test]
+fn a_handler_that_computes_for_500_ms_completes_under_default_timeouts() {
+    // Default protocol settings: a 100 ms timeout, five times shorter than the handler.
+    // While the only server thread computes, its background thread answers the client's
+    // RESEND probes (BUSY) and the client keeps the RPC.
+    for (kind, v6) in setups() {
+        let cfg = || {
+            homa_socket::SocketConfig::default()
+                .transport(kind)
+                .ipv6(v6)
+        };
+        let server = Server::start(cfg, 1, compute_500_ms);
+        let client = Socket::new(cfg()).unwrap();
+        for len in [100, 1_000_000] {
+            let msg = pattern(len, 7);
+            let id = client.send_request(server.addr(), &msg, 0).unwrap();
+            let resp = client
+                .recv_timeout(Want::Response(id), RECV_LIMIT)
+                .unwrap_or_else(|e| panic!("{}: {len} bytes: {e}", label(kind, v6)));
+            assert!(resp.to_vec() == msg, "{}: {len} bytes", label(kind, v6));
+        }
+        assert_eq!(client.stats().timeouts, 0);
+        drop(client);
+        server.stop();
+    }
+}
