@@ -117,6 +117,13 @@ pub struct EngineOptions {
     /// Whether packets to loopback peers go through the pacer. They never reach a NIC,
     /// so by default (false) they are neither deferred nor counted in the NIC backlog.
     pub pace_loopback: bool,
+    /// Unscheduled bytes of messages to loopback peers: the loopback path's RTT-bytes.
+    /// `None` (the default) = `Config::unsched_bytes`, as for any peer. Over loopback a
+    /// GRANT round trip costs as much as moving the bytes and there is no switch queue
+    /// to protect, so a driver that sends over a host's loopback sets it high (the
+    /// socket library: the whole message, so no loopback message waits for a grant).
+    /// Grants still take over past it; the receiver's scheduling is unchanged.
+    pub unsched_loopback: Option<u32>,
 }
 
 impl EngineOptions {
@@ -130,6 +137,7 @@ impl EngineOptions {
             max_packet_v6: DEFAULT_MAX_PACKET_V6,
             max_packet_loopback: None,
             pace_loopback: false,
+            unsched_loopback: None,
         }
     }
 
@@ -453,6 +461,14 @@ impl<R: Region> Engine<R> {
             })
     }
 
+    /// Unscheduled bytes of a message to `dest` (PROTOCOL.md 3.2: RTT-bytes of the path).
+    pub(crate) fn unsched_to(&self, dest: IpAddr) -> u32 {
+        match self.options.unsched_loopback {
+            Some(bytes) if dest.is_loopback() => bytes,
+            _ => self.config.unsched_bytes(),
+        }
+    }
+
     pub(crate) fn max_seg(&self, dest: IpAddr) -> u32 {
         let max_packet = match (dest, self.options.max_packet_loopback) {
             (d, Some(lo)) if d.is_loopback() => lo,
@@ -522,11 +538,7 @@ impl<R: Region> Engine<R> {
         self.next_id = self.next_id.wrapping_add(2);
         self.queued_bytes += message.len() as u64;
         let serial = self.new_serial();
-        let out = OutMessage::new(
-            message,
-            self.config.unsched_bytes(),
-            self.max_seg(dest.ip()),
-        );
+        let out = OutMessage::new(message, self.unsched_to(dest.ip()), self.max_seg(dest.ip()));
         let key = self.insert_rpc(Rpc {
             id,
             peer: dest,
@@ -563,7 +575,7 @@ impl<R: Region> Engine<R> {
             .get(&(client.ip(), id))
             .ok_or(SendError::UnknownRpc { id })?;
         let max_seg = self.max_seg(client.ip());
-        let unsched = self.config.unsched_bytes();
+        let unsched = self.unsched_to(client.ip());
         let rpc = self.rpcs.get_mut(key).ok_or(SendError::UnknownRpc { id })?;
         if rpc.state != RpcState::InService {
             return Err(if rpc.msgout.is_some() {

@@ -31,11 +31,13 @@ pub struct SocketConfig {
     pub(crate) region: Option<RecvRegion>,
     pub(crate) socket_buffer: usize,
     pub(crate) poll: Duration,
+    pub(crate) unsched_loopback: u32,
 }
 
 impl Default for SocketConfig {
     /// UDP, IPv4, the kernel's protocol defaults, MTU 1500 off loopback, a 64 MiB receive
-    /// region allocated by the library, 16 MiB kernel socket buffers, 50 µs of busy polling.
+    /// region allocated by the library, 16 MiB kernel socket buffers, 50 µs of busy polling,
+    /// whole messages unscheduled to loopback peers.
     fn default() -> Self {
         SocketConfig {
             protocol: Config::default(),
@@ -46,6 +48,7 @@ impl Default for SocketConfig {
             region: None,
             socket_buffer: 16 << 20,
             poll: Duration::from_micros(50),
+            unsched_loopback: homa_proto::wire::MAX_MESSAGE_LENGTH,
         }
     }
 }
@@ -108,6 +111,25 @@ impl SocketConfig {
     /// ```
     pub fn busy_poll(mut self, spin: Duration) -> Self {
         self.poll = spin;
+        self
+    }
+
+    /// Unscheduled bytes of messages to loopback peers (127.0.0.0/8, ::1): the loopback
+    /// path's RTT-bytes. Default 1,000,000, the longest message: over loopback a GRANT
+    /// round trip costs as much as moving the bytes and there is no switch queue to
+    /// protect, so no message waits for a grant. Other destinations use the protocol's
+    /// `unsched_bytes` (the kernel's 40,000 by default), so traffic on a real link, and
+    /// raw-IP interoperation with the kernel module, is unchanged. A server's responses
+    /// follow its own setting.
+    ///
+    /// ```
+    /// use homa_socket::SocketConfig;
+    /// // Loopback messages grant-scheduled past 40,000 bytes, as on a link.
+    /// let config = SocketConfig::default().loopback_unsched_bytes(40_000);
+    /// # let _ = config;
+    /// ```
+    pub fn loopback_unsched_bytes(mut self, bytes: u32) -> Self {
+        self.unsched_loopback = bytes;
         self
     }
 }

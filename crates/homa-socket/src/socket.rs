@@ -102,6 +102,16 @@ impl Socket {
                 format!("{} is out of range: allowed 576..=65536", config.mtu),
             ));
         }
+        let max = homa_proto::wire::MAX_MESSAGE_LENGTH;
+        if !(1..=max).contains(&config.unsched_loopback) {
+            return Err(Error::invalid(
+                "loopback_unsched_bytes",
+                format!(
+                    "{} is out of range: allowed 1..={max}",
+                    config.unsched_loopback
+                ),
+            ));
+        }
         let region = match config.region {
             Some(r) => r,
             None => {
@@ -134,6 +144,7 @@ impl Socket {
         options.max_packet_v4 = v4;
         options.max_packet_v6 = v6;
         options.max_packet_loopback = Some(loopback);
+        options.unsched_loopback = Some(config.unsched_loopback);
         let engine = Engine::new(config.protocol, options, region.writer())
             .map_err(|e| Error::invalid("config", e.to_string()))?;
         let (inner, background) =

@@ -164,11 +164,14 @@ impl VanishingClient {
 #[test]
 fn two_hundred_clients_that_vanish_mid_response_do_not_stop_the_server() {
     // The server answers every request with 1 MB: 200 of them are twice its transmit
-    // limit (`wmem_max`, 100 MB), which the vanished clients used to pin for good.
+    // limit (`wmem_max`, 100 MB), which the vanished clients used to pin for good. Its
+    // responses wait for grants past 40,000 bytes, as on a real link (over loopback they
+    // would go out whole, unscheduled).
     let config = || {
         SocketConfig::default()
             .protocol(timeout_ms(1000))
             .region_size(256 << 20)
+            .loopback_unsched_bytes(40_000)
     };
     let server = Server::start(config, 2, |_| vec![0x5A; MB]);
     let to = server.addr();
