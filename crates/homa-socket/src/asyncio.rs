@@ -76,6 +76,45 @@ impl AsyncSocket {
             .await
     }
 
+    /// [`send_request`](Self::send_request) that takes the message's buffer (no
+    /// user-space copy; see [`Socket::send_request_owned`]).
+    ///
+    /// # Errors
+    ///
+    /// As [`Socket::send_request_owned`].
+    pub async fn send_request_owned(
+        &self,
+        dest: SocketAddr,
+        message: Vec<u8>,
+        cookie: u64,
+    ) -> Result<u64, Error> {
+        self.socket.check_family(dest)?;
+        crate::socket::check_length(message.len())?;
+        self.send(message, move |e, now, b| {
+            e.send_request(now, dest, b, cookie)
+        })
+        .await
+    }
+
+    /// [`send_response`](Self::send_response) that takes the message's buffer.
+    ///
+    /// # Errors
+    ///
+    /// As [`Socket::send_response_owned`].
+    pub async fn send_response_owned(
+        &self,
+        client: SocketAddr,
+        id: u64,
+        message: Vec<u8>,
+    ) -> Result<(), Error> {
+        self.socket.check_family(client)?;
+        crate::socket::check_length(message.len())?;
+        self.send(message, move |e, now, b| {
+            e.send_response(now, client, id, b)
+        })
+        .await
+    }
+
     /// Sends the response to request `id` from `client`.
     pub async fn send_response(
         &self,

@@ -138,6 +138,26 @@ impl Message {
         )
     }
 
+    /// [`reply`](Self::reply) that takes the response's buffer: no user-space copy (see
+    /// [`Socket::send_request_owned`](crate::Socket::send_request_owned)).
+    ///
+    /// # Errors
+    ///
+    /// As [`reply`](Self::reply): [`Error::InvalidArgument`] for a response (only
+    /// requests are replied to), [`Error::EmptyMessage`], [`Error::MessageTooLong`],
+    /// [`Error::Shutdown`].
+    pub fn reply_owned(&self, response: Vec<u8>) -> Result<(), Error> {
+        if self.kind != MessageKind::Request {
+            return Err(Error::invalid("message", "only requests can be replied to"));
+        }
+        crate::socket::check_length(response.len())?;
+        let (peer, id) = (self.msg.peer, self.msg.id);
+        self.inner.send(
+            |engine, now, bytes| engine.send_response(now, peer, id, bytes),
+            response,
+        )
+    }
+
     /// Keeps the bpages but forgets the message: the application must hand the returned
     /// offsets back with [`Socket::release_bpages`](crate::Socket::release_bpages), as
     /// `homa_recvmsg_args` does. Read the message first: its bytes are not reachable

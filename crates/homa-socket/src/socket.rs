@@ -233,6 +233,60 @@ impl Socket {
         )
     }
 
+    /// [`send_request`](Self::send_request) that takes the message's buffer: no copy is
+    /// made in user space (the packets go out as iovecs over these very bytes, which the
+    /// socket keeps until the response arrives). The slice calls copy the message once.
+    ///
+    /// ```
+    /// use homa_socket::{Socket, SocketConfig, Want};
+    /// let server = Socket::bind(5995, SocketConfig::default())?;
+    /// let client = Socket::new(SocketConfig::default())?;
+    /// let id = client.send_request_owned(server.loopback_addr(), vec![7; 100_000], 0)?;
+    /// let request = server.recv(Want::Requests)?;
+    /// request.reply_owned(request.to_vec())?;
+    /// assert_eq!(client.recv(Want::Response(id))?.len(), 100_000);
+    /// # Ok::<(), homa_socket::Error>(())
+    /// ```
+    ///
+    /// # Errors
+    ///
+    /// As [`send_request`](Self::send_request): [`Error::EmptyMessage`],
+    /// [`Error::MessageTooLong`], [`Error::InvalidArgument`] (another address family, or a
+    /// destination port that is not a server port), [`Error::Shutdown`].
+    pub fn send_request_owned(
+        &self,
+        dest: SocketAddr,
+        message: Vec<u8>,
+        cookie: u64,
+    ) -> Result<u64, Error> {
+        self.check_family(dest)?;
+        check_length(message.len())?;
+        self.inner.send(
+            |engine, now, bytes| engine.send_request(now, dest, bytes, cookie),
+            message,
+        )
+    }
+
+    /// [`send_response`](Self::send_response) that takes the message's buffer (no
+    /// user-space copy; see [`send_request_owned`](Self::send_request_owned)).
+    ///
+    /// # Errors
+    ///
+    /// As [`send_response`](Self::send_response).
+    pub fn send_response_owned(
+        &self,
+        client: SocketAddr,
+        id: u64,
+        message: Vec<u8>,
+    ) -> Result<(), Error> {
+        self.check_family(client)?;
+        check_length(message.len())?;
+        self.inner.send(
+            |engine, now, bytes| engine.send_response(now, client, id, bytes),
+            message,
+        )
+    }
+
     /// Sends the response to request `id` received from `client` (the request's
     /// [`Message::id`] and [`Message::peer`]). See also [`Message::reply`].
     pub fn send_response(&self, client: SocketAddr, id: u64, message: &[u8]) -> Result<(), Error> {
@@ -434,14 +488,21 @@ impl Drop for Socket {
     }
 }
 
-pub(crate) fn gather(message: &[IoSlice<'_>]) -> Result<Vec<u8>, Error> {
-    let len: usize = message.iter().map(|s| s.len()).sum();
+/// Checks a message's length before it is sent: 1..=1,000,000 bytes.
+pub(crate) fn check_length(len: usize) -> Result<(), Error> {
     if len == 0 {
         return Err(Error::EmptyMessage);
     }
     if len > homa_proto::wire::MAX_MESSAGE_LENGTH as usize {
         return Err(Error::MessageTooLong { length: len });
     }
+    Ok(())
+}
+
+/// Copies a message given as slices into one buffer that the engine owns.
+pub(crate) fn gather(message: &[IoSlice<'_>]) -> Result<Vec<u8>, Error> {
+    let len: usize = message.iter().map(|s| s.len()).sum();
+    check_length(len)?;
     let mut bytes = Vec::with_capacity(len);
     for s in message {
         bytes.extend_from_slice(s);
