@@ -1,15 +1,31 @@
 //! Async versions of the socket operations (feature `tokio`).
 //!
-//! [`AsyncSocket`] wraps a [`Socket`]. Its futures do not block: a task waiting for a
-//! message registers its waker with the socket, and the socket's driver (its background
-//! thread, or a thread blocked in a synchronous call) wakes it when a message arrives.
-//! The futures work on any executor; [`AsyncSocket::recv_timeout`] uses tokio's timer.
+//! [`AsyncSocket`] wraps a [`Socket`] and registers its file descriptor with tokio's
+//! reactor, so it must be created inside a tokio runtime. Its futures never block:
+//!
+//! * a task waiting for a message drives the socket itself when nobody else does: it
+//!   reads what is queued, handles it, and if its message is not there, waits on the
+//!   reactor for the socket to become readable (one task at a time does; the others
+//!   wait for their own message);
+//! * when a message arrives, only the task it is for is woken (the one waiting for that
+//!   response id, else one that accepts it; see `waiters.rs`), by whichever task or
+//!   thread handled the packet;
+//! * the socket's watchdog thread runs timers (RESENDs, timeouts, acks) while tasks wait
+//!   on the reactor, and drives only when no task does.
 
 use std::future::poll_fn;
 use std::io::IoSlice;
 use std::net::SocketAddr;
+use std::os::fd::{AsRawFd, RawFd};
+use std::sync::Arc;
 use std::task::Poll;
 use std::time::Duration;
+
+use tokio::io::unix::AsyncFd;
+use tokio::io::Interest;
+
+use crate::driver::Inner;
+use crate::transport::Transport;
 
 use crate::socket::Want;
 use crate::{Error, Message, Socket, SocketConfig};
@@ -34,17 +50,61 @@ use crate::{Error, Message, Socket, SocketConfig};
 #[derive(Debug)]
 pub struct AsyncSocket {
     socket: Socket,
+    /// The socket's file descriptor, registered with the reactor (readable).
+    readable: AsyncFd<Fd>,
+}
+
+/// The socket's descriptor for the reactor. It holds the transport that owns the
+/// descriptor, so the descriptor stays open, and the same, as long as the registration.
+#[derive(Debug)]
+struct Fd(Arc<Transport>);
+
+impl AsRawFd for Fd {
+    fn as_raw_fd(&self) -> RawFd {
+        self.0.raw_fd()
+    }
 }
 
 impl AsyncSocket {
     /// A client socket (see [`Socket::new`]).
+    ///
+    /// # Errors
+    ///
+    /// As [`Socket::new`]; [`Error::Io`] if called outside a tokio runtime (whose
+    /// reactor the socket registers with).
     pub fn new(config: SocketConfig) -> Result<AsyncSocket, Error> {
-        Socket::new(config).map(AsyncSocket::from)
+        AsyncSocket::from_socket(Socket::new(config)?)
     }
 
     /// A server socket (see [`Socket::bind`]).
+    ///
+    /// # Errors
+    ///
+    /// As [`Socket::bind`]; [`Error::Io`] if called outside a tokio runtime.
     pub fn bind(port: u16, config: SocketConfig) -> Result<AsyncSocket, Error> {
-        Socket::bind(port, config).map(AsyncSocket::from)
+        AsyncSocket::from_socket(Socket::bind(port, config)?)
+    }
+
+    /// Wraps a socket for async use, registering it with the current tokio runtime's
+    /// reactor.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Io`] if called outside a tokio runtime (or the reactor refuses it).
+    pub fn from_socket(socket: Socket) -> Result<AsyncSocket, Error> {
+        if tokio::runtime::Handle::try_current().is_err() {
+            return Err(Error::io(
+                "registering the socket with tokio's reactor",
+                std::io::Error::other("no tokio runtime is running on this thread"),
+            ));
+        }
+        let fd = Fd(socket.inner().lock().transport.clone());
+        // SAFETY: `Fd` keeps the transport alive, and the transport owns its descriptor
+        // for its whole life (it is never closed or replaced), so `as_raw_fd` returns the
+        // same open descriptor for as long as the `AsyncFd` exists.
+        let readable = unsafe { AsyncFd::register_with_interest(fd, Interest::READABLE) }
+            .map_err(|e| Error::io("registering the socket with tokio's reactor", e.into()))?;
+        Ok(AsyncSocket { socket, readable })
     }
 
     /// The underlying socket (for its synchronous calls and accessors).
@@ -138,6 +198,7 @@ impl AsyncSocket {
         ) -> Result<T, homa_proto::engine::SendError>,
     ) -> Result<T, Error> {
         let inner = self.socket.inner();
+        let token = Token::new(inner);
         let mut bytes = Some(bytes);
         poll_fn(|cx| {
             let attempt = bytes.take().expect("kept until sent");
@@ -145,8 +206,11 @@ impl AsyncSocket {
                 Err(e) => Poll::Ready(Err(e)),
                 Ok(Ok(v)) => Poll::Ready(Ok(v)),
                 Ok(Err(back)) => {
+                    // Room frees as acks arrive (whoever drives wakes the senders).
                     bytes = Some(back);
-                    inner.register_waker(&mut inner.lock(), cx.waker());
+                    let mut core = inner.lock();
+                    core.waiters.wait_send(token.token, cx.waker());
+                    inner.nudge_watchdog(&mut core);
                     Poll::Pending
                 }
             }
@@ -155,10 +219,16 @@ impl AsyncSocket {
     }
 
     /// Waits for a message, as [`Socket::recv`] does.
+    ///
+    /// # Errors
+    ///
+    /// As [`Socket::recv`]: the RPC's failure ([`Error::RpcTimeout`],
+    /// [`Error::PeerUnreachable`], ...), [`Error::UnknownRpc`], [`Error::Shutdown`].
     pub async fn recv(&self, want: Want) -> Result<Message, Error> {
         let inner = self.socket.inner();
         let _reservation = Reservation::new(inner, want);
-        poll_fn(|cx| {
+        let token = Token::new(inner);
+        poll_fn(|cx| loop {
             let mut core = inner.lock();
             if let Some(found) = core.take(want) {
                 drop(core);
@@ -172,8 +242,33 @@ impl AsyncSocket {
                     return Poll::Ready(Err(Error::UnknownRpc { id }));
                 }
             }
-            inner.register_waker(&mut core, cx.waker());
-            Poll::Pending
+            core.waiters.wait_recv(token.token, want, cx.waker());
+            if !core.is_driven() {
+                // Nobody drives: read what is queued ourselves.
+                core = inner.drive_now(core, want);
+                if let Some(found) = core.take(want) {
+                    drop(core);
+                    return Poll::Ready(
+                        found.map(|(kind, m)| Message::new(inner.clone(), kind, m)),
+                    );
+                }
+                // Not there: wait on the reactor for the socket to become readable.
+                core.waiters.wait_recv(token.token, want, cx.waker());
+                core.waiters.reactor = Some(token.token);
+                drop(core);
+                match self.readable.poll_read_ready(cx) {
+                    Poll::Ready(Ok(mut ready)) => {
+                        ready.clear_ready();
+                        continue;
+                    }
+                    Poll::Ready(Err(e)) => {
+                        return Poll::Ready(Err(Error::io("waiting for the socket", e)))
+                    }
+                    Poll::Pending => return Poll::Pending,
+                }
+            }
+            // Another task or thread drives: it wakes us when our message is there.
+            return Poll::Pending;
         })
         .await
     }
@@ -191,9 +286,22 @@ impl AsyncSocket {
     }
 }
 
-impl From<Socket> for AsyncSocket {
-    fn from(socket: Socket) -> Self {
-        AsyncSocket { socket }
+/// One future's registration with the socket's waiters, removed when it is dropped.
+struct Token<'a> {
+    inner: &'a Arc<Inner>,
+    token: u64,
+}
+
+impl<'a> Token<'a> {
+    fn new(inner: &'a Arc<Inner>) -> Self {
+        let token = inner.lock().waiters.token();
+        Token { inner, token }
+    }
+}
+
+impl Drop for Token<'_> {
+    fn drop(&mut self) {
+        self.inner.lock().waiters.remove(self.token);
     }
 }
 

@@ -49,6 +49,7 @@ use crate::region::{RecvRegion, RegionWriter};
 use crate::socket::Want;
 use crate::transport::sys::{Scatter, SCATTER_HEAD};
 use crate::transport::{Family, RecvBatch, SendBatch, Transport};
+use crate::waiters::Waiters;
 use crate::Error;
 
 /// Packets per `sendmmsg` / `recvmmsg`.
@@ -97,8 +98,8 @@ pub(crate) struct Core {
     shutdown: bool,
     /// When the current driver plans to wake up by itself.
     driver_until: Option<Time>,
-    /// Async tasks waiting for a message or for room to send.
-    pub(crate) wakers: Vec<std::task::Waker>,
+    /// Async tasks waiting for a message or for room to send (`waiters.rs`).
+    pub(crate) waiters: Waiters,
     /// Bpage offsets handed to the application by [`Message::into_bpages`], with how
     /// many handed-over messages hold each (a page can hold the tails of several): the
     /// only offsets [`Socket::release_bpages`] accepts.
@@ -253,6 +254,12 @@ impl Core {
         found
     }
 
+    /// Whether a thread (or task) holds the driver role.
+    #[cfg(feature = "tokio")]
+    pub(crate) fn is_driven(&self) -> bool {
+        self.driver.is_some()
+    }
+
     #[cfg(feature = "tokio")]
     pub(crate) fn is_shut_down(&self) -> bool {
         self.shutdown
@@ -284,13 +291,6 @@ impl Core {
         }
     }
 
-    /// Wakes every async task waiting on this socket.
-    pub(crate) fn wake_tasks(&mut self) {
-        for w in self.wakers.drain(..) {
-            w.wake();
-        }
-    }
-
     /// Moves the engine's events into the receive queues; returns whether any came.
     pub(crate) fn collect(&mut self) -> bool {
         let mut any = false;
@@ -298,13 +298,21 @@ impl Core {
             any = true;
             self.seq += 1;
             match event {
-                Event::Request(m) => self.requests.push_back((self.seq, m)),
-                Event::Response(m) => self.responses.push_back((self.seq, Ok(m))),
-                Event::Failed(f) => self.responses.push_back((self.seq, Err(f))),
+                Event::Request(m) => {
+                    self.requests.push_back((self.seq, m));
+                    self.waiters.request();
+                }
+                Event::Response(m) => {
+                    let reserved = self.reserved.contains_key(&m.id);
+                    self.waiters.response(m.id, reserved);
+                    self.responses.push_back((self.seq, Ok(m)));
+                }
+                Event::Failed(f) => {
+                    let reserved = self.reserved.contains_key(&f.id);
+                    self.waiters.response(f.id, reserved);
+                    self.responses.push_back((self.seq, Err(f)));
+                }
             }
-        }
-        if any {
-            self.wake_tasks();
         }
         any
     }
@@ -404,7 +412,7 @@ impl Inner {
                 reserved: HashMap::new(),
                 shutdown: false,
                 driver_until: None,
-                wakers: Vec::new(),
+                waiters: Waiters::default(),
                 handed_over: HashMap::new(),
                 last_reports: Time::ZERO,
             }),
@@ -474,7 +482,7 @@ impl Inner {
                 let _ = core.engine.release_message(now, &m);
             }
         }
-        core.wake_tasks();
+        core.waiters.all();
         drop(core);
         self.cond.notify_all();
         self.watchdog.notify_all();
@@ -514,19 +522,11 @@ impl Inner {
     /// Wakes the watchdog if it sleeps without a timeout (the socket had nothing to
     /// time): a new RPC or a waiting async task needs it. At most once per sleep, and it
     /// goes idle only when it wakes, so this costs a system call at most once a tick.
-    fn nudge_watchdog(&self, core: &mut Core) {
+    pub(crate) fn nudge_watchdog(&self, core: &mut Core) {
         if core.watchdog_idle {
             core.watchdog_idle = false;
             self.watchdog.notify_one();
         }
-    }
-
-    /// Registers an async task to wake when a message arrives or transmit room frees.
-    /// (Until async waits on the reactor, the watchdog drives for waiting tasks.)
-    #[cfg(feature = "tokio")]
-    pub(crate) fn register_waker(&self, core: &mut Core, waker: &std::task::Waker) {
-        core.wakers.push(waker.clone());
-        self.nudge_watchdog(core);
     }
 
     /// An application send that waits while the transmit buffer is full.
@@ -644,6 +644,17 @@ impl Inner {
         }
     }
 
+    /// Reads and handles what is queued now, without waiting (an async task's turn as
+    /// driver); the role must be free.
+    #[cfg(feature = "tokio")]
+    pub(crate) fn drive_now<'a>(
+        &'a self,
+        core: MutexGuard<'a, Core>,
+        want: Want,
+    ) -> MutexGuard<'a, Core> {
+        self.run_driver(core, Some(Instant::now()), Driver::App, want)
+    }
+
     /// Takes the driver role, drives, and gives the role back. Only threads blocked on
     /// `cond` are told (leaving `recv` wakes nobody otherwise).
     fn run_driver<'a>(
@@ -658,6 +669,10 @@ impl Inner {
         core.driver = None;
         core.driver_until = None;
         self.notify_waiters(&core);
+        if core.waiters.reactor.is_none() {
+            // Async tasks wait, none of them on the reactor: one takes that duty.
+            core.waiters.wake_any();
+        }
         core
     }
 
@@ -713,10 +728,10 @@ impl Inner {
             }
             core.handle_batch(now, &mut batch, n);
             core.shrink_queues();
-            if n > 0 && !core.wakers.is_empty() {
+            if n > 0 {
                 // Acks free transmit-buffer room without an event: let waiting async
-                // senders retry (receivers just re-register).
-                core.wake_tasks();
+                // senders retry.
+                core.waiters.room();
             }
             if n == 0 || now.saturating_duration_since(core.last_reports) >= engine::TICK {
                 // Woken without data, or a tick passed: ICMP error reports may be waiting.
@@ -740,8 +755,10 @@ impl Inner {
             if satisfied
                 || core.shutdown
                 || (who == Driver::Background && core.apps_wanting > 0)
-                || deadline.is_some_and(|d| Instant::now() >= d)
+                || (n < BATCH && deadline.is_some_and(|d| Instant::now() >= d))
             {
+                // (Past the deadline, a full batch means more is queued: read on, so
+                // that a caller waiting for the socket's next readiness misses nothing.)
                 return core;
             }
             wait = true;
@@ -798,13 +815,15 @@ impl Inner {
             let now = self.now();
             let grace_end = core.last_drive + engine::TICK;
             // Whether there is anything to watch: protocol state with timers, or async
-            // tasks that wait for a driver.
+            // tasks with none of them waiting on the reactor for the socket.
             let engine_at = core.engine.poll_timeout();
-            let needed = engine_at.is_some() || !core.wakers.is_empty();
+            let unwatched_tasks = !core.waiters.is_empty() && core.waiters.reactor.is_none();
+            let needed = engine_at.is_some() || unwatched_tasks;
             if needed && core.driver.is_none() && core.apps_wanting == 0 {
-                if now >= grace_end {
-                    // Nobody read the socket for a tick: drive until an application
-                    // thread wants the role.
+                if now >= grace_end && core.waiters.reactor.is_none() {
+                    // Nobody read the socket for a tick (and no async task waits on the
+                    // reactor to do it): drive until an application thread wants the
+                    // role.
                     core = self.run_driver(core, None, Driver::Background, Want::Both);
                     continue;
                 }

@@ -37,6 +37,7 @@ mod message;
 pub mod region;
 mod socket;
 pub mod transport;
+mod waiters;
 
 #[cfg(feature = "tokio")]
 pub use asyncio::AsyncSocket;
