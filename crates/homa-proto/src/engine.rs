@@ -593,12 +593,25 @@ impl<R: Region> Engine<R> {
         Ok(())
     }
 
-    /// Abandons client RPC `id` without telling the server: no event will be delivered
-    /// for it. Returns whether it existed.
+    /// Abandons client RPC `id`: no event will be delivered for it. Returns whether it
+    /// existed. If any of the request has been sent, the server is told with an
+    /// RPC_UNKNOWN, so it frees its RPC at once (a kernel server deletes it, PROTOCOL.md
+    /// 4.3; one waiting for grants would otherwise keep it as long as its socket lives,
+    /// since the kernel never times that state out). The kernel's clients tell the
+    /// server nothing; later DATA for the RPC is answered with RPC_UNKNOWN too.
     pub fn abort(&mut self, id: u64) -> bool {
         match self.client_ids.get(&id) {
             Some(&key) if is_client_id(id) => {
+                let told = self.rpcs.get(key).and_then(|rpc| {
+                    let started = rpc.state != RpcState::Outgoing
+                        || rpc.msgout.as_ref().is_some_and(|m| m.next_offset > 0);
+                    started.then_some(rpc.peer)
+                });
                 self.free_rpc(key);
+                if let Some(server) = told {
+                    let repr = Repr::RpcUnknown(self.common_to(server, id));
+                    self.queue_control(server, repr);
+                }
                 // Its buffer space may let a stalled message go on.
                 self.unstall_if_pending(self.now);
                 true

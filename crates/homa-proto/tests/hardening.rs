@@ -387,6 +387,29 @@ fn a_client_answers_data_for_an_rpc_it_no_longer_has_with_rpc_unknown() {
 }
 
 #[test]
+fn an_abort_tells_the_server_even_when_no_more_data_comes() {
+    let mut p = Pair::new();
+    let (id, req) = p.call(10, 0);
+    p.s.release_message(p.now, &req).unwrap();
+    p.s.send_response(p.now, req.peer, req.id, vec![2; MB])
+        .unwrap();
+    // The unscheduled part of the response reaches the client; its GRANTs are lost, so
+    // the server waits for grants and has nothing more to send.
+    let mut buf = vec![0; 70_000];
+    while let Some(t) = p.s.poll_transmit(p.now, &mut buf) {
+        p.c.handle_datagram(p.now, addr(SERVER).ip(), &buf[..t.len]);
+    }
+    while p.c.poll_transmit(p.now, &mut buf).is_some() {}
+    assert_eq!(p.s.rpc_count(), 1);
+    assert!(p.c.abort(id));
+    // The client's RPC_UNKNOWN frees the server's RPC at once, with no DATA to answer.
+    p.exchange();
+    assert_eq!(p.s.rpc_count(), 0);
+    assert_eq!(p.s.queued_bytes(), 0);
+    assert!(p.responses.is_empty() && p.failures.is_empty());
+}
+
+#[test]
 fn a_response_from_another_address_or_port_is_ignored_and_counted() {
     let mut p = Pair::new();
     let (id, req) = p.call(10, 0);

@@ -409,8 +409,9 @@ impl Socket {
 
     /// Abandons client RPC `id`: its response will not be delivered (if it already
     /// arrived and was not received yet, it is discarded). Returns whether it was still
-    /// pending. The server learns it at its next packet for the RPC (it gets
-    /// RPC_UNKNOWN) and frees its state.
+    /// pending. If any of the request went out, the server is told (an RPC_UNKNOWN) and
+    /// frees its state at once; DATA that still arrives for the RPC is answered the same
+    /// way.
     pub fn abort(&self, id: u64) -> bool {
         let now = self.inner.now();
         self.inner.lock().abort(now, id)
