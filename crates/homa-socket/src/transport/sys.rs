@@ -557,13 +557,31 @@ impl<'d> SendBuilder<'_, 'd> {
     }
 }
 
-/// Reusable headers for `recvmmsg`.
+/// Reusable headers for `recvmmsg`. They are built once for a given buffer, slot size,
+/// count, prefix and scatter, and reused as they are while those stay the same (a
+/// thread polling an empty socket rebuilds nothing): only the entries the last call
+/// filled in (their address lengths) are reset.
 pub(crate) struct RecvScratch {
     msgs: Vec<libc::mmsghdr>,
     iovs: Vec<libc::iovec>,
     addrs: Vec<RawAddr>,
     /// Per datagram, room for an IPv4 header without options (raw IPv4 sockets).
     prefixes: Vec<[u8; IPV4_HEADER_LEN]>,
+    /// What the headers were built for, if they are valid.
+    built: Option<BuiltFor>,
+    /// Entries the last `recvmmsg` filled in.
+    touched: usize,
+}
+
+/// The arguments of [`RecvScratch::recv`] that its headers depend on.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct BuiltFor {
+    buf: usize,
+    buf_len: usize,
+    slot: usize,
+    count: usize,
+    prefix: bool,
+    scatter: Vec<Scatter>,
 }
 
 /// Length of an IPv4 header without options.
@@ -611,6 +629,8 @@ impl RecvScratch {
             iovs: Vec::new(),
             addrs: Vec::new(),
             prefixes: Vec::new(),
+            built: None,
+            touched: 0,
         };
         s.ensure(capacity);
         s
@@ -618,6 +638,8 @@ impl RecvScratch {
 
     fn ensure(&mut self, capacity: usize) {
         if self.msgs.len() < capacity {
+            // The vectors may move: every header must be rebuilt.
+            self.built = None;
             self.msgs.resize_with(capacity, empty_mmsghdr);
             self.iovs.resize_with(MAX_IOVS * capacity, empty_iovec);
             self.addrs.resize(capacity, RawAddr::empty());
@@ -653,6 +675,46 @@ impl RecvScratch {
             return Ok(0);
         }
         self.ensure(count);
+        let scatter = &scatter[..scatter.len().min(count)];
+        let same = self.built.as_ref().is_some_and(|b| {
+            b.buf == buf.as_ptr() as usize
+                && b.buf_len == buf.len()
+                && b.slot == slot
+                && b.count == count
+                && b.prefix == prefix
+                && b.scatter == scatter
+        });
+        if same {
+            // The headers still describe these buffers; the kernel changed only the
+            // address lengths (and output fields) of the entries it filled in.
+            for i in 0..self.touched.min(count) {
+                self.addrs[i].reset();
+                self.msgs[i].msg_hdr.msg_namelen = self.addrs[i].len;
+            }
+        } else {
+            self.build(buf, slot, count, prefix, scatter);
+        }
+        let vlen = libc::c_uint::try_from(count).unwrap_or(libc::c_uint::MAX);
+        self.receive(fd, count, vlen)
+    }
+
+    /// Builds the headers of the first `count` datagrams (see [`recv`](Self::recv)).
+    fn build(
+        &mut self,
+        buf: &mut [u8],
+        slot: usize,
+        count: usize,
+        prefix: bool,
+        scatter: &[Scatter],
+    ) {
+        self.built = Some(BuiltFor {
+            buf: buf.as_ptr() as usize,
+            buf_len: buf.len(),
+            slot,
+            count,
+            prefix,
+            scatter: scatter.to_vec(),
+        });
         for i in 0..count {
             let iov = &mut self.iovs[i * MAX_IOVS..(i + 1) * MAX_IOVS];
             let mut n = 0;
@@ -702,13 +764,20 @@ impl RecvScratch {
             m.msg_hdr.msg_iovlen = n;
             self.msgs[i] = m;
         }
-        let vlen = libc::c_uint::try_from(count).unwrap_or(libc::c_uint::MAX);
+    }
+
+    /// One `recvmmsg` of `count` datagrams into the headers built.
+    fn receive(&mut self, fd: RawFd, count: usize, vlen: libc::c_uint) -> io::Result<usize> {
+        self.touched = 0;
         loop {
             // SAFETY: each of the first `count` mmsghdrs points at a live address
             // buffer (`addrs[i]`, with its size), live iovecs (`iovs`) that describe
             // disjoint, in-bounds parts of `buf` (i * slot + slot <= buf.len()), of
             // `prefixes[i]` and the scatter ranges, which the caller guarantees are
-            // writable and unreferenced. All stay borrowed and unmoved for the call. No
+            // writable and unreferenced. They were built for exactly this `buf` (same
+            // address and length), slot, count, prefix and scatter (`recv` compares),
+            // and the vectors they point into have not moved since (`ensure` drops the
+            // headers when it grows them). All stay borrowed and unmoved for the call. No
             // control buffer is given. The timeout pointer may be null.
             let r = unsafe {
                 libc::recvmmsg(
@@ -724,6 +793,7 @@ impl RecvScratch {
                 for i in 0..r {
                     self.addrs[i].len = self.msgs[i].msg_hdr.msg_namelen;
                 }
+                self.touched = r;
                 return Ok(r);
             }
             let e = io::Error::last_os_error();
