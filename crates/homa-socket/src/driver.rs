@@ -520,7 +520,8 @@ impl Inner {
     }
 
     /// Wakes the watchdog if it sleeps without a timeout (the socket had nothing to
-    /// time): a new RPC or a waiting async task needs it. At most once per sleep, and it
+    /// time): a new RPC (sent, or arrived during a drive) or a waiting async task needs
+    /// it. At most once per sleep, and it
     /// goes idle only when it wakes, so this costs a system call at most once a tick.
     pub(crate) fn nudge_watchdog(&self, core: &mut Core) {
         if core.watchdog_idle {
@@ -669,6 +670,11 @@ impl Inner {
         core.driver = None;
         core.driver_until = None;
         self.notify_waiters(&core);
+        if core.engine.poll_timeout().is_some() {
+            // Packets this drive handled made state to watch (a request that arrived,
+            // say) while the watchdog sleeps with nothing to time: wake it.
+            self.nudge_watchdog(&mut core);
+        }
         if core.waiters.reactor.is_none() {
             // Async tasks wait, none of them on the reactor: one takes that duty.
             core.waiters.wake_any();
