@@ -3,9 +3,12 @@
 //!
 //! - Sending: the kernel builds the IP header (no `IP_HDRINCL`); the priority travels as
 //!   an `IP_TOS` / `IPV6_TCLASS` control message per packet (raw sockets honour it); the
-//!   Homa checksum (PROTOCOL.md 1.3) is filled in a copy of each packet, with the source
-//!   address the kernel's routing picks for that destination (looked up once per
-//!   destination and cached).
+//!   Homa checksum (PROTOCOL.md 1.3) is computed over the packet's two parts where they
+//!   are (`wire::fill_checksum_split`) and written into a copy of its first bytes (the
+//!   batch is shared, read-only); a DATA payload goes from the message's memory as a
+//!   second iovec, as over UDP. The source address in the checksum is the one the
+//!   kernel's routing picks for that destination (looked up once per destination and
+//!   cached).
 //! - Receiving: the kernel hands every protocol-146 packet that reaches this host to
 //!   every protocol-146 raw socket: packets for other Homa ports, and, over loopback,
 //!   the packets the socket itself sends (a loopback packet is delivered when it
@@ -64,7 +67,7 @@ use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use homa_proto::engine::Unreachable;
-use homa_proto::wire::{fill_checksum, IPPROTO_HOMA};
+use homa_proto::wire::{fill_checksum_split, IPPROTO_HOMA};
 
 use super::sys::{self, QueuedError, RecvScratch, IPV4_HEADER_LEN};
 use super::udp::{bind_random_client_port, drain_error_queue, lock, send_messages};
@@ -173,13 +176,15 @@ fn port_filter(family: Family, port: u16) -> Vec<libc::sock_filter> {
     load.into_iter().chain(keep_if_ours).collect()
 }
 
-/// The sending side's state: message headers and a copy of the batch with checksums.
+/// The sending side's state: message headers and a copy of each packet's first bytes,
+/// with the checksum filled.
 #[derive(Debug)]
 struct RawSend {
     state: SendState,
     buf: Vec<u8>,
-    /// (destination, TOS, start in `buf`, length) of each packet to send.
-    packets: Vec<(SocketAddr, u8, usize, usize)>,
+    /// (destination, TOS, start in `buf`, length there, index in the batch, for the
+    /// payload) of each packet to send.
+    packets: Vec<(SocketAddr, u8, usize, usize, usize)>,
 }
 
 /// The raw IP transport (see the module docs).
@@ -315,9 +320,10 @@ impl RawTransport {
         Ok(src)
     }
 
-    /// Sends the batch: each packet copied with its checksum filled, then one
-    /// `sendmmsg` (more if the kernel takes only part of it). Refused packets are skipped
-    /// and counted (see the module docs); returns the wrong-family reports.
+    /// Sends the batch: each packet's first bytes copied with the checksum filled (the
+    /// payload stays where it is), then one `sendmmsg` (more if the kernel takes only
+    /// part of it). Refused packets are skipped and counted (see the module docs);
+    /// returns the wrong-family reports.
     pub(crate) fn send(&self, batch: &SendBatch) -> Vec<(SocketAddr, Unreachable)> {
         let mut reports = Vec::new();
         let mut guard = lock(&self.send);
@@ -327,7 +333,7 @@ impl RawTransport {
         let now = Instant::now();
         // Batches usually go to few destinations: repeats skip the lookup, failed or not.
         let mut last: Option<(IpAddr, Source)> = None;
-        for (dest, tos, head, payload) in batch.iter() {
+        for (index, (dest, tos, head, payload)) in batch.iter().enumerate() {
             if Family::of(dest.ip()) != self.family {
                 st.state.counters.refused(libc::EAFNOSUPPORT, 1);
                 if !reports.contains(&(dest, Unreachable::Host)) {
@@ -350,24 +356,29 @@ impl RawTransport {
                     continue;
                 }
             };
-            // The checksum covers the whole packet: header and payload go together here.
+            // The batch is shared and read-only: the packet's first bytes (a DATA header,
+            // or a whole control packet) are copied to write the checksum into; a DATA
+            // payload stays in the message's memory, summed there, and goes as a second
+            // iovec.
             let start = st.buf.len();
             st.buf.extend_from_slice(head);
-            st.buf.extend_from_slice(payload);
             if let Some(src) = src {
                 // Fails only for packets shorter than a common header, sent as they are.
-                let _ = fill_checksum(&mut st.buf[start..], src, dest.ip());
+                let _ = fill_checksum_split(&mut st.buf[start..], payload, src, dest.ip());
             }
-            st.packets.push((dest, tos, start, st.buf.len() - start));
+            st.packets.push((dest, tos, start, head.len(), index));
         }
         let mut b = st.state.scratch.builder();
         st.state.ranges.clear();
-        for (i, &(dest, tos, start, len)) in st.packets.iter().enumerate() {
+        for (i, &(dest, tos, start, len, index)) in st.packets.iter().enumerate() {
             // Raw IPv6 sockets insist on port 0 (or the protocol number) in the address;
             // the IPv6 scope id, if any, is kept.
             let mut to = dest;
             to.set_port(0);
-            b.push(self.family, to, tos, None, [&st.buf[start..start + len]]);
+            let payload = batch.parts(index).1;
+            let parts = std::iter::once(&st.buf[start..start + len])
+                .chain((!payload.is_empty()).then_some(payload));
+            b.push(self.family, to, tos, None, parts);
             st.state.ranges.push((i, 1));
         }
         let drain = || self.drain_to_pending();
@@ -480,7 +491,9 @@ mod tests {
         self, enable_recv_tos, inject_icmp, raw_ip_allowed, recv_with_tos, OutputRule,
     };
     use crate::transport::TransportKind;
+    use homa_proto::engine::{Engine, EngineOptions};
     use homa_proto::wire::packet_checksum;
+    use homa_proto::{Config, Time};
 
     fn options(family: Family, port: Option<u16>) -> TransportOptions {
         TransportOptions {
@@ -611,6 +624,63 @@ mod tests {
         let got = receive(&client, max, dport, sport, 1);
         assert_eq!(got[0].1[18], packet(dport, sport, 99, 40)[18]);
         assert_eq!(client.recv(&mut RecvBatch::new(max, 8)).unwrap(), 0);
+    }
+
+    /// DATA packets as the socket sends them, the engine's header and the message's
+    /// payload as two iovecs, carry the checksum of the whole packet.
+    fn split_packets_are_checksummed(family: Family) {
+        if !raw_ip_allowed() {
+            return;
+        }
+        let server = server(family);
+        let client = client(family);
+        let (sport, dport) = (client.local_port(), server.local_port());
+        let mut engine: Engine<Vec<u8>> = Engine::new(
+            Config::default(),
+            EngineOptions::client(sport, 2),
+            vec![0; 1 << 21],
+        )
+        .unwrap();
+        let to = SocketAddr::new(family.loopback(), dport);
+        // An odd length: the last payload ends in half a 16-bit word.
+        let message: Vec<u8> = (0..5001u32).map(|i| (i * 7 + 3) as u8).collect();
+        engine
+            .send_request(Time::ZERO, to, message.clone(), 0)
+            .unwrap();
+        let max = engine.max_packet_size();
+        let mut batch = SendBatch::new(max, 16);
+        while !batch.is_full() {
+            match engine.poll_transmit_split(Time::ZERO, batch.next_buf()) {
+                Some((t, payload)) => batch.commit_split(t.destination, t.tos, t.len, payload),
+                None => break,
+            }
+        }
+        let split = (0..batch.packets.len())
+            .filter(|&i| !batch.parts(i).1.is_empty())
+            .count();
+        assert!(split >= 2, "{split} DATA packets with a separate payload");
+        assert!(client.send(&batch).is_empty());
+        let got = receive(&server, max, sport, dport, batch.packets.len());
+        let mut received = Vec::new();
+        for (i, (from, p)) in got.iter().enumerate() {
+            let (head, payload) = batch.parts(i);
+            assert_eq!(p.len(), head.len() + payload.len());
+            assert_eq!(p[head.len()..], *payload);
+            let sum = packet_checksum(*from, family.loopback(), p).unwrap();
+            assert_eq!(u16::from_be_bytes([p[16], p[17]]), sum, "packet {i}");
+            received.extend_from_slice(payload);
+        }
+        assert!(received == message);
+    }
+
+    #[test]
+    fn raw_v4_split_data_packets_carry_the_whole_packets_checksum() {
+        split_packets_are_checksummed(Family::V4);
+    }
+
+    #[test]
+    fn raw_v6_split_data_packets_carry_the_whole_packets_checksum() {
+        split_packets_are_checksummed(Family::V6);
     }
 
     /// The port filter, checked against what the kernel really hands it: from a plain
