@@ -785,6 +785,33 @@ mod tests {
         }
     }
 
+    /// What `open` does before the port filter: a socket that received packets for
+    /// other ports (as any raw socket does from its creation) loses them all once it
+    /// drops everything and empties its queue.
+    #[test]
+    fn raw_packets_queued_before_the_filter_are_discarded() {
+        if !raw_ip_allowed() {
+            return;
+        }
+        let fresh = sys::socket(Family::V4, libc::SOCK_RAW, i32::from(IPPROTO_HOMA)).unwrap();
+        let fd = fresh.as_raw_fd();
+        let sender = sys::socket(Family::V4, libc::SOCK_RAW, i32::from(IPPROTO_HOMA)).unwrap();
+        let to = SocketAddr::new(Family::V4.loopback(), 0);
+        for k in 0..5 {
+            let p = packet(40_001, 7, k, 100);
+            test_util::send_to(sender.as_raw_fd(), &p, to).unwrap();
+        }
+        sys::wait_readable(fd, -1, Some(Duration::from_secs(5))).unwrap();
+        sys::attach_filter(fd, &DROP_ALL).unwrap();
+        assert!(sys::discard_queued(fd) >= 5);
+        // A port reserved for this test: nothing else sends to it.
+        let reserved = server(Family::V4);
+        sys::attach_filter(fd, &port_filter(Family::V4, reserved.local_port())).unwrap();
+        let mut buf = [0u8; 200];
+        let e = test_util::recv_with_cmsg_types(fd, &mut buf).unwrap_err();
+        assert_eq!(e.kind(), io::ErrorKind::WouldBlock);
+    }
+
     #[test]
     fn raw_v4_filter_keeps_only_packets_for_our_port() {
         filter_keeps_only_our_port(Family::V4, false);

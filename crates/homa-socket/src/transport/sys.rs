@@ -326,21 +326,27 @@ pub(crate) fn attach_filter(fd: RawFd, program: &[libc::sock_filter]) -> io::Res
 /// Throws away the datagrams queued on the non-blocking socket `fd` (each read into a
 /// one-byte buffer, the rest discarded by the kernel) until none is left; returns how
 /// many. The caller makes sure no more arrive meanwhile (a filter that drops
-/// everything), else this may not end. Best effort: stops at the first error other than
-/// EINTR (the datagrams left are received as usual).
+/// everything), else this may not end. A pending socket error (an ICMP report sets one,
+/// and the next receive returns and clears it) does not stop it; best effort all the
+/// same: after a few errors it gives up (the datagrams left are received as usual).
 pub(crate) fn discard_queued(fd: RawFd) -> usize {
     let mut byte = [0u8; 1];
-    let mut discarded = 0;
-    loop {
+    let (mut discarded, mut errors) = (0, 0);
+    while errors < 16 {
         // SAFETY: the buffer pointer and length describe `byte`, a live local the kernel
         // may write one byte to; no address is asked for.
         let r = unsafe { libc::recv(fd, byte.as_mut_ptr().cast(), byte.len(), libc::MSG_DONTWAIT) };
         if r >= 0 {
             discarded += 1;
-        } else if io::Error::last_os_error().kind() != io::ErrorKind::Interrupted {
-            return discarded;
+            continue;
+        }
+        match io::Error::last_os_error().kind() {
+            io::ErrorKind::WouldBlock => break,
+            io::ErrorKind::Interrupted => {}
+            _ => errors += 1,
         }
     }
+    discarded
 }
 
 /// The address a socket is bound to.
