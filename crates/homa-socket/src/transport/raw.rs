@@ -3,27 +3,49 @@
 //!
 //! - Sending: the kernel builds the IP header (no `IP_HDRINCL`); the priority travels as
 //!   an `IP_TOS` / `IPV6_TCLASS` control message per packet (raw sockets honour it); the
-//!   Homa checksum (PROTOCOL.md 1.3) is filled in a copy of each packet, with the source
-//!   address the kernel's routing picks for that destination (looked up once per
-//!   destination and cached).
-//! - Receiving: every protocol-146 packet that reaches this host is delivered to every
-//!   protocol-146 raw socket, including our own packets to loopback addresses and packets
-//!   for other Homa ports. All are handed to the engine, which drops those not addressed
-//!   to its port. IPv4 raw sockets deliver the IP header, which is stripped; IPv6 raw
-//!   sockets deliver only the payload.
+//!   Homa checksum (PROTOCOL.md 1.3) is computed over the packet's two parts where they
+//!   are (`wire::fill_checksum_split`) and written into a copy of its first bytes (the
+//!   batch is shared, read-only); a DATA payload goes from the message's memory as a
+//!   second iovec, as over UDP. The source address in the checksum is the one the
+//!   kernel's routing picks for that destination (looked up once per destination and
+//!   cached).
+//! - Receiving: the kernel hands every protocol-146 packet that reaches this host to
+//!   every protocol-146 raw socket: packets for other Homa ports, and, over loopback,
+//!   the packets the socket itself sends (a loopback packet is delivered when it
+//!   arrives, to every raw socket). So each socket carries a classic BPF socket filter
+//!   (`SO_ATTACH_FILTER`, see `port_filter`) that keeps a packet only if its Homa
+//!   destination port is the socket's; the kernel drops the rest before they are queued
+//!   (no copy to user space, no wake-up). That is also all it takes against our own
+//!   packets: one we send to another port fails the filter; one we send to our own port
+//!   (a socket that is its own server) arrives exactly once, addressed to us, and must
+//!   be received; there is no copy made on the way out. No other check is needed, and
+//!   no packet a Homa peer addressed to us is dropped (interoperation with homa.ko is
+//!   unchanged). Packets queued between the socket's creation and the filter (the
+//!   socket receives from its creation) are discarded: the socket drops everything
+//!   until it knows its port, then empties its queue, then attaches the port filter.
+//!   The engine still checks the port of what it gets. IPv4 raw sockets deliver the IP
+//!   header (the filter sees it too, and skips 4 × IHL bytes), which is stripped; IPv6
+//!   raw sockets deliver, and filter, from the Homa header on. (The kernel still clones
+//!   each packet for every raw socket of the protocol before running its filter.)
 //! - Ports: Homa ports live inside the packet, so the OS knows nothing of them. Each
 //!   transport reserves its port for its lifetime by binding a Unix socket to the
 //!   abstract name `homa-rs/raw-ip-port/<port>`: two homa-rs raw-IP sockets in one
-//!   network namespace (the scope of Homa ports, PROTOCOL.md 2.2) cannot use the same
-//!   port. Abstract names are per network namespace, disappear when the process exits
-//!   however it exits, and, unlike a reserved UDP port, do not take a port away from
-//!   UDP users (a homa-rs UDP socket may use the same number: it is a different
-//!   encapsulation). Other Homa implementations on the host (homa.ko, which must not run
-//!   alongside anyway) do not see the reservation. Clients pick random ports in
-//!   32768..=65535 until a reservation succeeds.
+//!   network namespace (the scope of Homa ports, PROTOCOL.md 2.2), in one process or
+//!   several, cannot use the same port; the second gets `Error::Io` with EADDRINUSE, as
+//!   for a UDP port in use. Why an abstract Unix name rather than binding a UDP socket
+//!   of the same number: abstract names belong to the network namespace like Homa
+//!   ports, are one name for both IP versions (Homa has one port space; UDP has one per
+//!   family unless dual-stack), cannot be taken by an unrelated program that happens to
+//!   use that UDP port (which would make our bind fail), do not take the UDP port away
+//!   from anyone (a homa-rs UDP socket may use the same number: it is a different
+//!   encapsulation), and disappear when the process exits however it exits. Other Homa
+//!   implementations on the host (homa.ko, which must not run alongside anyway) do not
+//!   see the reservation. Clients pick random ports in 32768..=65535 until a
+//!   reservation succeeds.
 //! - ICMP errors: every protocol-146 raw socket gets the ICMP errors about every
-//!   protocol-146 packet sent from the host; a report is ours when the quoted Homa header's
-//!   source port is our port, and its destination port tells which Homa port failed.
+//!   protocol-146 packet sent from the host (the socket filter does not apply to the
+//!   error queue); a report is ours when the quoted Homa header's source port is our
+//!   port, and its destination port tells which Homa port failed.
 //!   These are the only [`Unreachable`] reports (see the parent module's docs).
 //! - Send errors follow the UDP transport's rules (the send loop is shared): a message
 //!   that still fails after draining the error queue and retrying is skipped and counted
@@ -45,7 +67,7 @@ use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use homa_proto::engine::Unreachable;
-use homa_proto::wire::{fill_checksum, IPPROTO_HOMA};
+use homa_proto::wire::{fill_checksum_split, IPPROTO_HOMA};
 
 use super::sys::{self, QueuedError, RecvScratch, IPV4_HEADER_LEN};
 use super::udp::{bind_random_client_port, drain_error_queue, lock, send_messages};
@@ -98,13 +120,71 @@ fn reservation_name(port: u16) -> String {
     format!("homa-rs/raw-ip-port/{port}")
 }
 
-/// The sending side's state: message headers and a copy of the batch with checksums.
+// Classic BPF (Linux `Documentation/networking/filter.rst`): instruction classes, sizes,
+// modes and sources, as the kernel's `linux/bpf_common.h` numbers them (libc's u32
+// constants, narrowed to the u16 `code` of `struct sock_filter`).
+/// `ldxb 4*([k]&0xf)`: X = 4 × (low nibble of byte k), the IPv4 header length.
+const LDX_B_MSH: u16 = (libc::BPF_LDX | libc::BPF_B | libc::BPF_MSH) as u16;
+/// `ldh [x + k]`: A = the big-endian 16-bit word at X + k.
+const LD_H_IND: u16 = (libc::BPF_LD | libc::BPF_H | libc::BPF_IND) as u16;
+/// `ldh [k]`: A = the big-endian 16-bit word at k.
+const LD_H_ABS: u16 = (libc::BPF_LD | libc::BPF_H | libc::BPF_ABS) as u16;
+/// `jeq #k, jt, jf`: skip `jt` instructions if A == k, else `jf`.
+const JEQ_K: u16 = (libc::BPF_JMP | libc::BPF_JEQ | libc::BPF_K) as u16;
+/// `ret #k`: keep (at most) k bytes of the datagram; 0 drops it.
+const RET_K: u16 = (libc::BPF_RET | libc::BPF_K) as u16;
+/// What `ret` returns to keep the whole datagram.
+const KEEP_ALL: u32 = u32::MAX;
+/// Offset of the destination port in the Homa common header (PROTOCOL.md 1.4).
+const DPORT_AT: u32 = 2;
+
+/// One BPF instruction that does not jump.
+const fn bpf_stmt(code: u16, k: u32) -> libc::sock_filter {
+    libc::sock_filter {
+        code,
+        jt: 0,
+        jf: 0,
+        k,
+    }
+}
+
+/// A socket filter that drops everything (while the queue is emptied, see `open`).
+const DROP_ALL: [libc::sock_filter; 1] = [bpf_stmt(RET_K, 0)];
+
+/// The socket filter of a raw socket for Homa port `port` (see the module docs): keeps a
+/// datagram only if the destination port of its Homa header is `port`. What the program
+/// sees starts with the IPv4 header for an IPv4 socket (the Homa header follows the
+/// header's 4 × IHL bytes, options included) and with the Homa header itself for an
+/// IPv6 socket (the kernel has consumed the IPv6 header and any extension headers).
+/// Loading past the end of a datagram ends the program with 0: a datagram too short to
+/// carry a destination port is dropped too.
+fn port_filter(family: Family, port: u16) -> Vec<libc::sock_filter> {
+    let keep_if_ours = [
+        libc::sock_filter {
+            code: JEQ_K,
+            jt: 0,
+            jf: 1,
+            k: u32::from(port),
+        },
+        bpf_stmt(RET_K, KEEP_ALL),
+        bpf_stmt(RET_K, 0),
+    ];
+    let load = match family {
+        Family::V4 => vec![bpf_stmt(LDX_B_MSH, 0), bpf_stmt(LD_H_IND, DPORT_AT)],
+        Family::V6 => vec![bpf_stmt(LD_H_ABS, DPORT_AT)],
+    };
+    load.into_iter().chain(keep_if_ours).collect()
+}
+
+/// The sending side's state: message headers and a copy of each packet's first bytes,
+/// with the checksum filled.
 #[derive(Debug)]
 struct RawSend {
     state: SendState,
     buf: Vec<u8>,
-    /// (destination, TOS, start in `buf`, length) of each packet to send.
-    packets: Vec<(SocketAddr, u8, usize, usize)>,
+    /// (destination, TOS, start in `buf`, length there, index in the batch, for the
+    /// payload) of each packet to send.
+    packets: Vec<(SocketAddr, u8, usize, usize, usize)>,
 }
 
 /// The raw IP transport (see the module docs).
@@ -138,6 +218,10 @@ impl RawTransport {
                 }
             })?;
         let raw = fd.as_raw_fd();
+        // From its creation the socket receives every protocol-146 packet: queue nothing
+        // until the port filter is in place (see the module docs).
+        sys::attach_filter(raw, &DROP_ALL)
+            .map_err(|e| crate::Error::io("attaching a socket filter to the raw socket", e))?;
         let (level, recverr) = match family {
             Family::V4 => (libc::IPPROTO_IP, libc::IP_RECVERR),
             Family::V6 => (libc::IPPROTO_IPV6, libc::IPV6_RECVERR),
@@ -168,6 +252,10 @@ impl RawTransport {
             }
             None => Self::reserve_client_port()?,
         };
+        // What arrived before DROP_ALL was attached, then only packets for our port.
+        sys::discard_queued(raw);
+        sys::attach_filter(raw, &port_filter(family, port))
+            .map_err(|e| crate::Error::io("attaching the Homa port filter to the raw socket", e))?;
         Ok(RawTransport {
             fd,
             family,
@@ -232,9 +320,10 @@ impl RawTransport {
         Ok(src)
     }
 
-    /// Sends the batch: each packet copied with its checksum filled, then one
-    /// `sendmmsg` (more if the kernel takes only part of it). Refused packets are skipped
-    /// and counted (see the module docs); returns the wrong-family reports.
+    /// Sends the batch: each packet's first bytes copied with the checksum filled (the
+    /// payload stays where it is), then one `sendmmsg` (more if the kernel takes only
+    /// part of it). Refused packets are skipped and counted (see the module docs);
+    /// returns the wrong-family reports.
     pub(crate) fn send(&self, batch: &SendBatch) -> Vec<(SocketAddr, Unreachable)> {
         let mut reports = Vec::new();
         let mut guard = lock(&self.send);
@@ -244,7 +333,7 @@ impl RawTransport {
         let now = Instant::now();
         // Batches usually go to few destinations: repeats skip the lookup, failed or not.
         let mut last: Option<(IpAddr, Source)> = None;
-        for (dest, tos, head, payload) in batch.iter() {
+        for (index, (dest, tos, head, payload)) in batch.iter().enumerate() {
             if Family::of(dest.ip()) != self.family {
                 st.state.counters.refused(libc::EAFNOSUPPORT, 1);
                 if !reports.contains(&(dest, Unreachable::Host)) {
@@ -267,24 +356,29 @@ impl RawTransport {
                     continue;
                 }
             };
-            // The checksum covers the whole packet: header and payload go together here.
+            // The batch is shared and read-only: the packet's first bytes (a DATA header,
+            // or a whole control packet) are copied to write the checksum into; a DATA
+            // payload stays in the message's memory, summed there, and goes as a second
+            // iovec.
             let start = st.buf.len();
             st.buf.extend_from_slice(head);
-            st.buf.extend_from_slice(payload);
             if let Some(src) = src {
                 // Fails only for packets shorter than a common header, sent as they are.
-                let _ = fill_checksum(&mut st.buf[start..], src, dest.ip());
+                let _ = fill_checksum_split(&mut st.buf[start..], payload, src, dest.ip());
             }
-            st.packets.push((dest, tos, start, st.buf.len() - start));
+            st.packets.push((dest, tos, start, head.len(), index));
         }
         let mut b = st.state.scratch.builder();
         st.state.ranges.clear();
-        for (i, &(dest, tos, start, len)) in st.packets.iter().enumerate() {
+        for (i, &(dest, tos, start, len, index)) in st.packets.iter().enumerate() {
             // Raw IPv6 sockets insist on port 0 (or the protocol number) in the address;
             // the IPv6 scope id, if any, is kept.
             let mut to = dest;
             to.set_port(0);
-            b.push(self.family, to, tos, None, [&st.buf[start..start + len]]);
+            let payload = batch.parts(index).1;
+            let parts = std::iter::once(&st.buf[start..start + len])
+                .chain((!payload.is_empty()).then_some(payload));
+            b.push(self.family, to, tos, None, parts);
             st.state.ranges.push((i, 1));
         }
         let drain = || self.drain_to_pending();
@@ -394,10 +488,12 @@ fn ipv4_payload(
 mod tests {
     use super::*;
     use crate::transport::sys::test_util::{
-        enable_recv_tos, inject_icmp, raw_ip_allowed, recv_with_tos, OutputRule,
+        self, enable_recv_tos, inject_icmp, raw_ip_allowed, recv_with_tos, OutputRule,
     };
     use crate::transport::TransportKind;
+    use homa_proto::engine::{Engine, EngineOptions};
     use homa_proto::wire::packet_checksum;
+    use homa_proto::{Config, Time};
 
     fn options(family: Family, port: Option<u16>) -> TransportOptions {
         TransportOptions {
@@ -458,8 +554,9 @@ mod tests {
         from.send(&SendBatch::of(to, packets))
     }
 
-    /// Receives until `count` packets from `sport` to `dport` have arrived (every
-    /// protocol-146 packet on the host reaches every raw socket: others are skipped).
+    /// Receives until `count` packets from `sport` to `dport` have arrived (packets from
+    /// other senders to the same port, which only other tests' stray packets could be,
+    /// are skipped).
     fn receive(
         t: &RawTransport,
         max_packet: usize,
@@ -514,11 +611,225 @@ mod tests {
             assert_eq!(u16::from_be_bytes([p[16], p[17]]), sum, "packet {i}");
             assert_ne!(sum, 0);
         }
-        // The sender's own raw socket sees its loopback packets too.
+        // The sender's own raw socket does not see them (over loopback it would, without
+        // its port filter): once a packet sent to the client's own port after them is
+        // there, nothing else is queued.
+        let mark = packet(dport, sport, 99, 40);
+        assert!(send(
+            &server,
+            SocketAddr::new(family.loopback(), sport),
+            &[(0, mark)]
+        )
+        .is_empty());
+        let got = receive(&client, max, dport, sport, 1);
+        assert_eq!(got[0].1[18], packet(dport, sport, 99, 40)[18]);
+        assert_eq!(client.recv(&mut RecvBatch::new(max, 8)).unwrap(), 0);
+    }
+
+    /// DATA packets as the socket sends them, the engine's header and the message's
+    /// payload as two iovecs, carry the checksum of the whole packet.
+    fn split_packets_are_checksummed(family: Family) {
+        if !raw_ip_allowed() {
+            return;
+        }
+        let server = server(family);
+        let client = client(family);
+        let (sport, dport) = (client.local_port(), server.local_port());
+        let mut engine: Engine<Vec<u8>> = Engine::new(
+            Config::default(),
+            EngineOptions::client(sport, 2),
+            vec![0; 1 << 21],
+        )
+        .unwrap();
+        let to = SocketAddr::new(family.loopback(), dport);
+        // An odd length: the last payload ends in half a 16-bit word.
+        let message: Vec<u8> = (0..5001u32).map(|i| (i * 7 + 3) as u8).collect();
+        engine
+            .send_request(Time::ZERO, to, message.clone(), 0)
+            .unwrap();
+        let max = engine.max_packet_size();
+        let mut batch = SendBatch::new(max, 16);
+        while !batch.is_full() {
+            match engine.poll_transmit_split(Time::ZERO, batch.next_buf()) {
+                Some((t, payload)) => batch.commit_split(t.destination, t.tos, t.len, payload),
+                None => break,
+            }
+        }
+        let split = (0..batch.packets.len())
+            .filter(|&i| !batch.parts(i).1.is_empty())
+            .count();
+        assert!(split >= 2, "{split} DATA packets with a separate payload");
+        assert!(client.send(&batch).is_empty());
+        let got = receive(&server, max, sport, dport, batch.packets.len());
+        let mut received = Vec::new();
+        for (i, (from, p)) in got.iter().enumerate() {
+            let (head, payload) = batch.parts(i);
+            assert_eq!(p.len(), head.len() + payload.len());
+            assert_eq!(p[head.len()..], *payload);
+            let sum = packet_checksum(*from, family.loopback(), p).unwrap();
+            assert_eq!(u16::from_be_bytes([p[16], p[17]]), sum, "packet {i}");
+            received.extend_from_slice(payload);
+        }
+        assert!(received == message);
+    }
+
+    #[test]
+    fn raw_v4_split_data_packets_carry_the_whole_packets_checksum() {
+        split_packets_are_checksummed(Family::V4);
+    }
+
+    #[test]
+    fn raw_v6_split_data_packets_carry_the_whole_packets_checksum() {
+        split_packets_are_checksummed(Family::V6);
+    }
+
+    /// The port filter, checked against what the kernel really hands it: from a plain
+    /// raw socket, packets to the transport's port and to other ports (one byte away in
+    /// either half, and the reversed port), with IPv4 options or an IPv6 destination
+    /// options header in front of the Homa header when `options`. Only the ones to the
+    /// port arrive, in order; the others are dropped before the socket's queue.
+    fn filter_keeps_only_our_port(family: Family, options: bool) {
+        if !raw_ip_allowed() {
+            return;
+        }
+        let t = server(family);
+        let port = t.local_port();
+        let sender = sys::socket(family, libc::SOCK_RAW, i32::from(IPPROTO_HOMA)).unwrap();
+        let fd = sender.as_raw_fd();
+        if options {
+            match family {
+                // Four bytes of options (IHL 6): NOP, NOP, NOP, end of options.
+                Family::V4 => test_util::set_option_bytes(
+                    fd,
+                    libc::IPPROTO_IP,
+                    libc::IP_OPTIONS,
+                    &[1, 1, 1, 0],
+                ),
+                // A destination options header: next header (filled by the kernel),
+                // length 0 (8 bytes), a PadN option of 4 bytes.
+                Family::V6 => test_util::set_option_bytes(
+                    fd,
+                    libc::IPPROTO_IPV6,
+                    libc::IPV6_DSTOPTS,
+                    &[0, 0, 1, 4, 0, 0, 0, 0],
+                ),
+            }
+            .unwrap();
+            if family == Family::V6 {
+                sys::set_option(fd, libc::IPPROTO_IPV6, libc::IPV6_RECVDSTOPTS, 1).unwrap();
+            }
+        }
+        let others = [
+            port ^ 1,
+            port ^ 0x100,
+            port.swap_bytes(),
+            port.wrapping_add(1),
+        ];
+        let sport = MIN_CLIENT_PORT + (sys::random_u64() % 32768) as u16;
+        let to = SocketAddr::new(family.loopback(), 0);
+        let mut ours = Vec::new();
+        for (k, &dport) in others.iter().chain(&[port]).cycle().take(20).enumerate() {
+            let p = packet(sport, dport, k as u8, 60 + k);
+            test_util::send_to(fd, &p, to).unwrap();
+            if dport == port {
+                ours.push(p);
+            }
+        }
+        // Short datagrams are dropped too: they carry no destination port.
+        test_util::send_to(fd, &[0x9c, 0x41, (port >> 8) as u8], to).unwrap();
+        // The last packet marks the end: when it is here, everything before it has been
+        // filtered.
+        let last = packet(sport, port, 200, 50);
+        test_util::send_to(fd, &last, to).unwrap();
+        ours.push(last);
+        let got = receive(&t, 2000, sport, port, ours.len());
+        let ids: Vec<u8> = got.iter().map(|(_, p)| p[18]).collect();
+        let sent: Vec<u8> = ours.iter().map(|p| p[18]).collect();
+        assert_eq!(ids, sent, "{family:?}, options {options}");
+        let mut batch = RecvBatch::new(2000, 8);
         assert_eq!(
-            receive(&client, max, sport, dport, packets.len()).len(),
-            packets.len()
+            t.recv(&mut batch).unwrap(),
+            0,
+            "{family:?}, options {options}"
         );
+        if options {
+            // The options really were in front of the Homa header: the unfiltered sender
+            // receives its own packets over loopback and shows them.
+            // (It also receives every other test's protocol-146 packets: find the first
+            // one this test sent.)
+            let mut buf = [0u8; 2000];
+            let deadline = Instant::now() + Duration::from_secs(5);
+            loop {
+                let left = deadline.saturating_duration_since(Instant::now());
+                assert!(!left.is_zero(), "the sender never saw its first packet");
+                sys::wait_readable(fd, -1, Some(left)).unwrap();
+                let Ok((len, cmsgs)) = test_util::recv_with_cmsg_types(fd, &mut buf) else {
+                    continue;
+                };
+                let at = match family {
+                    Family::V4 => usize::from(buf[0] & 0x0F) * 4,
+                    Family::V6 => 0,
+                };
+                if len < at + 4 || ports(&buf[at..len]) != (sport, others[0]) {
+                    continue;
+                }
+                match family {
+                    Family::V4 => assert_eq!((at, len), (24, 24 + 60)),
+                    Family::V6 => {
+                        assert!(cmsgs.contains(&(libc::IPPROTO_IPV6, libc::IPV6_DSTOPTS)));
+                        assert_eq!(len, 60);
+                    }
+                }
+                break;
+            }
+        }
+    }
+
+    /// What `open` does before the port filter: a socket that received packets for
+    /// other ports (as any raw socket does from its creation) loses them all once it
+    /// drops everything and empties its queue.
+    #[test]
+    fn raw_packets_queued_before_the_filter_are_discarded() {
+        if !raw_ip_allowed() {
+            return;
+        }
+        let fresh = sys::socket(Family::V4, libc::SOCK_RAW, i32::from(IPPROTO_HOMA)).unwrap();
+        let fd = fresh.as_raw_fd();
+        let sender = sys::socket(Family::V4, libc::SOCK_RAW, i32::from(IPPROTO_HOMA)).unwrap();
+        let to = SocketAddr::new(Family::V4.loopback(), 0);
+        for k in 0..5 {
+            let p = packet(40_001, 7, k, 100);
+            test_util::send_to(sender.as_raw_fd(), &p, to).unwrap();
+        }
+        sys::wait_readable(fd, -1, Some(Duration::from_secs(5))).unwrap();
+        sys::attach_filter(fd, &DROP_ALL).unwrap();
+        assert!(sys::discard_queued(fd) >= 5);
+        // A port reserved for this test: nothing else sends to it.
+        let reserved = server(Family::V4);
+        sys::attach_filter(fd, &port_filter(Family::V4, reserved.local_port())).unwrap();
+        let mut buf = [0u8; 200];
+        let e = test_util::recv_with_cmsg_types(fd, &mut buf).unwrap_err();
+        assert_eq!(e.kind(), io::ErrorKind::WouldBlock);
+    }
+
+    #[test]
+    fn raw_v4_filter_keeps_only_packets_for_our_port() {
+        filter_keeps_only_our_port(Family::V4, false);
+    }
+
+    #[test]
+    fn raw_v4_filter_skips_ip_options() {
+        filter_keeps_only_our_port(Family::V4, true);
+    }
+
+    #[test]
+    fn raw_v6_filter_sees_the_homa_header_first() {
+        filter_keeps_only_our_port(Family::V6, false);
+    }
+
+    #[test]
+    fn raw_v6_filter_sees_the_homa_header_after_extension_headers() {
+        filter_keeps_only_our_port(Family::V6, true);
     }
 
     #[test]

@@ -290,6 +290,65 @@ pub(crate) fn bind_abstract(name: &[u8]) -> io::Result<OwnedFd> {
     }
 }
 
+/// Attaches the classic BPF program `program` as the socket's filter (`SO_ATTACH_FILTER`,
+/// Linux `Documentation/networking/filter.rst`), replacing any earlier one: from then on
+/// the kernel queues a received datagram only if the program returns non-zero for it
+/// (and only that many of its bytes). The kernel checks the program; an invalid one
+/// fails with EINVAL.
+pub(crate) fn attach_filter(fd: RawFd, program: &[libc::sock_filter]) -> io::Result<()> {
+    let len = u16::try_from(program.len())
+        .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "filter program too long"))?;
+    let fprog = libc::sock_fprog {
+        len,
+        // The kernel only reads the program (it copies it); never written through.
+        filter: program.as_ptr().cast_mut(),
+    };
+    // SAFETY: the option value pointer refers to `fprog`, a live local, and its exact
+    // size is passed; `fprog.filter` points at `program`, which holds exactly `len`
+    // instructions and outlives the call. The kernel only reads both (copying the
+    // program before it returns), so nothing is written through the `*mut`.
+    let r = unsafe {
+        libc::setsockopt(
+            fd,
+            libc::SOL_SOCKET,
+            libc::SO_ATTACH_FILTER,
+            std::ptr::from_ref(&fprog).cast(),
+            size_of::<libc::sock_fprog>() as libc::socklen_t,
+        )
+    };
+    if r < 0 {
+        Err(io::Error::last_os_error())
+    } else {
+        Ok(())
+    }
+}
+
+/// Throws away the datagrams queued on the non-blocking socket `fd` (each read into a
+/// one-byte buffer, the rest discarded by the kernel) until none is left; returns how
+/// many. The caller makes sure no more arrive meanwhile (a filter that drops
+/// everything), else this may not end. A pending socket error (an ICMP report sets one,
+/// and the next receive returns and clears it) does not stop it; best effort all the
+/// same: after a few errors it gives up (the datagrams left are received as usual).
+pub(crate) fn discard_queued(fd: RawFd) -> usize {
+    let mut byte = [0u8; 1];
+    let (mut discarded, mut errors) = (0, 0);
+    while errors < 16 {
+        // SAFETY: the buffer pointer and length describe `byte`, a live local the kernel
+        // may write one byte to; no address is asked for.
+        let r = unsafe { libc::recv(fd, byte.as_mut_ptr().cast(), byte.len(), libc::MSG_DONTWAIT) };
+        if r >= 0 {
+            discarded += 1;
+            continue;
+        }
+        match io::Error::last_os_error().kind() {
+            io::ErrorKind::WouldBlock => break,
+            io::ErrorKind::Interrupted => {}
+            _ => errors += 1,
+        }
+    }
+    discarded
+}
+
 /// The address a socket is bound to.
 pub(crate) fn local_addr(fd: RawFd) -> io::Result<SocketAddr> {
     let mut raw = RawAddr::empty();
@@ -1146,6 +1205,20 @@ pub(crate) mod test_util {
         Ok((got.len, got.source, tos))
     }
 
+    /// Receives one datagram without blocking: its length and the (level, type) of
+    /// each control message that came with it.
+    pub(crate) fn recv_with_cmsg_types(
+        fd: RawFd,
+        buf: &mut [u8],
+    ) -> io::Result<(usize, Vec<(c_int, c_int)>)> {
+        let mut control = [0u64; 16];
+        let got = recvmsg_with_control(fd, buf, &mut control, libc::MSG_DONTWAIT)?;
+        let types = cmsgs(got.control, got.control_len)
+            .map(|(level, ty, _)| (level, ty))
+            .collect();
+        Ok((got.len, types))
+    }
+
     /// The Internet checksum of `data`.
     fn internet_checksum(data: &[u8]) -> u16 {
         let mut sum: u32 = data
@@ -1230,6 +1303,26 @@ pub(crate) mod test_util {
             Err(io::Error::last_os_error())
         } else {
             Ok(r as usize)
+        }
+    }
+
+    /// Sets a socket option whose value is a byte string (`IP_OPTIONS`,
+    /// `IPV6_DSTOPTS`, ...).
+    pub(crate) fn set_option_bytes(
+        fd: RawFd,
+        level: c_int,
+        name: c_int,
+        value: &[u8],
+    ) -> io::Result<()> {
+        let len = libc::socklen_t::try_from(value.len())
+            .map_err(|_| io::Error::from_raw_os_error(libc::EINVAL))?;
+        // SAFETY: the pointer and length describe `value`, live for the call; the kernel
+        // only reads it.
+        let r = unsafe { libc::setsockopt(fd, level, name, value.as_ptr().cast(), len) };
+        if r < 0 {
+            Err(io::Error::last_os_error())
+        } else {
+            Ok(())
         }
     }
 }
