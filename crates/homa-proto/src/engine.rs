@@ -11,7 +11,7 @@
 //!    application call), drain [`Engine::poll_transmit`]`(now, buf)` until it returns
 //!    `None`, sending each packet to [`Transmit::destination`] with IP TOS / Traffic Class
 //!    [`Transmit::tos`]. `buf` must hold [`Engine::max_packet_size`] bytes. The checksum
-//!    field is left 0; a raw-IP driver fills it with [`wire::fill_checksum`](crate::wire::fill_checksum).
+//!    field is left 0; a raw-IP driver fills it with [`wire::fill_checksum_split`](crate::wire::fill_checksum_split).
 //! 3. **Time**: call [`Engine::handle_timeout`]`(now)` when `now` reaches
 //!    [`Engine::poll_timeout`] (re-read it after every call; `None` = no timer needed).
 //!    It drives the 1 ms tick (RESENDs, timeouts, NEED_ACKs) and the pacer.

@@ -102,7 +102,7 @@ pub(crate) struct Core {
     pub(crate) waiters: Waiters,
     /// Bpage offsets handed to the application by [`Message::into_bpages`], with how
     /// many handed-over messages hold each (a page can hold the tails of several): the
-    /// only offsets [`Socket::release_bpages`] accepts.
+    /// only offsets [`Socket::release_bpages`](crate::Socket::release_bpages) accepts.
     pub(crate) handed_over: HashMap<u32, u32>,
     /// When the driver last read the transport's ICMP reports.
     last_reports: Time,
