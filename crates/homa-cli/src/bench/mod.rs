@@ -33,6 +33,16 @@
 //! by a `ppoll` loop); one more thread echoes UDP. Each client thread has one Homa socket
 //! (RPCs to every server) or one TCP connection to every server (one per client-server
 //! pair), and alone starts RPCs and receives their responses.
+//!
+//! # Waiting
+//!
+//! Every waiting thread, of every transport, client or server, waits the same way, set by
+//! one knob, `--busy-poll-us` (default 50): it busy-polls for that long, with
+//! `sched_yield` between two non-blocking polls, then blocks. Homa's threads do it inside
+//! the socket (`SocketConfig::busy_poll`, polling with a non-blocking `recvmmsg`); the TCP
+//! and UDP baselines in [`system::poll_spin`] (`ppoll` with a zero timeout, then a
+//! blocking `ppoll`). Yielding keeps a spinning thread from starving the peer it waits
+//! for when both share a core.
 
 use std::io::{IsTerminal, Write};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
@@ -142,8 +152,9 @@ pub(crate) struct MeasureArgs {
     /// Use IPv6 (loopback ::1 for `homa bench`).
     #[arg(long)]
     ipv6: bool,
-    /// How long a waiting thread spins before it sleeps, in µs, for every transport
-    /// alike (Homa's socket default and the Linux module's poll_usecs: 50).
+    /// How long a waiting thread busy-polls before it sleeps, in µs, for every transport
+    /// alike: non-blocking polls with sched_yield between them, then a blocking wait
+    /// (Homa's socket default and the Linux module's poll_usecs: 50; 0 sleeps at once).
     #[arg(long, value_name = "US", default_value_t = 50, value_parser = clap::value_parser!(u64).range(0..=1_000_000))]
     busy_poll_us: u64,
     /// Seed of the arrival times, sizes and destinations of the loaded run.
@@ -217,8 +228,9 @@ pub(crate) struct ServerArgs {
     /// IPv6 Homa sockets.
     #[arg(long)]
     ipv6: bool,
-    /// How long a waiting thread spins before it sleeps, in µs, for every transport
-    /// alike (Homa's socket default and the Linux module's poll_usecs: 50).
+    /// How long a waiting thread busy-polls before it sleeps, in µs, for every transport
+    /// alike: non-blocking polls with sched_yield between them, then a blocking wait
+    /// (Homa's socket default and the Linux module's poll_usecs: 50; 0 sleeps at once).
     #[arg(long, value_name = "US", default_value_t = 50, value_parser = clap::value_parser!(u64).range(0..=1_000_000))]
     busy_poll_us: u64,
 }

@@ -119,9 +119,13 @@ pub(crate) fn poll(fds: &mut [libc::pollfd], timeout: Option<Duration>) -> io::R
     Ok(n as usize)
 }
 
-/// Like [`poll`], but first spins (polling without sleeping) for up to `spin`, as the
-/// Homa socket does before it sleeps: every transport of the benchmark waits the same
-/// way, so the comparison is about protocols, not about wake-up latency.
+/// Like [`poll`], but first busy-polls for up to `spin`, as the Homa socket does before
+/// it sleeps (`SocketConfig::busy_poll`): non-blocking polls (`ppoll` with a zero
+/// timeout) with `sched_yield` between them, so that a peer sharing this CPU (the other
+/// end of a loopback RPC on a busy machine) runs at once instead of after the whole
+/// spin; then one blocking `ppoll` for the rest of `timeout`. Every transport of the
+/// benchmark waits this way, with the same `spin` (`--busy-poll-us`), so the comparison
+/// is about protocols, not about wake-up latency or who hogs a core.
 pub(crate) fn poll_spin(
     fds: &mut [libc::pollfd],
     timeout: Option<Duration>,
@@ -138,7 +142,7 @@ pub(crate) fn poll_spin(
             if start.elapsed() >= spin {
                 break;
             }
-            std::hint::spin_loop();
+            std::thread::yield_now();
         }
     }
     poll(fds, timeout.map(|t| t.saturating_sub(start.elapsed())))
