@@ -54,6 +54,7 @@ use homa_eval::workload::Distribution;
 use homa_socket::{SocketConfig, TransportKind};
 
 mod arrivals;
+mod cost;
 mod error;
 mod frame;
 mod harness;
@@ -527,7 +528,10 @@ impl WorkloadInfo {
 pub(crate) struct LoadedRun {
     pub(crate) kind: Kind,
     pub(crate) result: harness::LoadResult,
+    /// CPU seconds of the whole run, warm-up and drain included.
     pub(crate) cpu_s: f64,
+    /// What the measured RPCs cost, over the measured interval.
+    pub(crate) cost: cost::Cost,
     pub(crate) seconds: f64,
     /// Slowdowns against the Homa baseline.
     pub(crate) samples: Samples,
@@ -606,8 +610,13 @@ fn measure(m: &MeasureArgs, targets: &Targets, scope: Scope) -> Result<(), Bench
         let mut client = factory.open(kind)?;
         for &size in kind_sizes {
             bar.set_message(format!("unloaded RTT: {} {size} B", kind.name()));
-            let u =
-                harness::unloaded(client.as_mut(), &factory.describe(kind), size, &plan.budget)?;
+            let u = harness::unloaded(
+                client.as_mut(),
+                &factory.describe(kind),
+                size,
+                &plan.budget,
+                &mut system::usage,
+            )?;
             unloaded.push((kind, u));
             bar.inc(1);
         }
@@ -640,6 +649,7 @@ fn measure(m: &MeasureArgs, targets: &Targets, scope: Scope) -> Result<(), Bench
             THROUGHPUT_WINDOW,
             plan.throughput_warmup,
             plan.throughput_duration,
+            &mut system::usage,
         )?;
         let cpu = system::cpu_seconds() - cpu0;
         throughput.push((kind, t, cpu));
@@ -689,11 +699,12 @@ fn measure(m: &MeasureArgs, targets: &Targets, scope: Scope) -> Result<(), Bench
                     let dist = &workload.dist;
                     let bar = bar.clone();
                     s.spawn(move || {
-                        harness::loaded(client.as_mut(), &plan, dist, || {
+                        let tick = || {
                             if i == 0 {
                                 bar.inc(1);
                             }
-                        })
+                        };
+                        harness::loaded(client.as_mut(), &plan, dist, tick, &mut system::usage)
                     })
                 })
                 .collect();
@@ -740,6 +751,7 @@ fn measure(m: &MeasureArgs, targets: &Targets, scope: Scope) -> Result<(), Bench
         }
         loaded.push(LoadedRun {
             kind,
+            cost: merged.cost(),
             result: merged,
             cpu_s,
             seconds: plan.load_duration.as_secs_f64(),
