@@ -185,6 +185,19 @@ impl Cost {
         }
     }
 
+    /// CPU milliseconds used per second of the window.
+    pub(crate) fn cpu_ms_per_s(&self) -> f64 {
+        self.cpus_busy() * 1000.0
+    }
+
+    /// Context switches per second of the window.
+    pub(crate) fn switches_per_s(&self) -> f64 {
+        match self.used {
+            Some(u) if self.wall_s > 0.0 => u.switches() as f64 / self.wall_s,
+            _ => f64::NAN,
+        }
+    }
+
     /// The per-RPC figures and the raw counts behind them, as JSON fields of a phase's
     /// entry: `cpu_us_per_rpc`, `ctx_switches_per_rpc` and a `cost` object.
     pub(crate) fn add_to(&self, entry: &mut Json) {
@@ -260,13 +273,15 @@ mod tests {
         assert_eq!(c.cpu_s(), 0.003);
         assert_eq!(c.wall_s, 0.5);
         assert!((c.cpus_busy() - 0.006).abs() < 1e-12);
+        assert!((c.cpu_ms_per_s() - 6.0).abs() < 1e-9);
+        assert_eq!(c.switches_per_s(), 1000.0);
     }
 
     #[test]
     fn nothing_measured_is_not_a_number() {
         let c = window(usage(0, 0, 0, 0), usage(5, 5, 5, 5), Duration::ZERO).cost(0);
         assert!(c.cpu_us_per_rpc().is_nan() && c.switches_per_rpc().is_nan());
-        assert!(c.cpus_busy().is_nan());
+        assert!(c.cpus_busy().is_nan() && c.switches_per_s().is_nan());
         let unread = Cost {
             rpcs: 10,
             wall_s: 1.0,

@@ -43,6 +43,18 @@
 //! and UDP baselines in [`system::poll_spin`] (`ppoll` with a zero timeout, then a
 //! blocking `ppoll`). Yielding keeps a spinning thread from starving the peer it waits
 //! for when both share a core.
+//!
+//! # Cost
+//!
+//! Every phase of every transport also reports what its measured RPCs cost: CPU time
+//! (user + system) and context switches (voluntary + involuntary) per RPC ([`cost`]).
+//! `homa bench` runs its servers as threads of its own process, so
+//! `getrusage(RUSAGE_SELF)` counts both ends of every RPC (client threads, the server
+//! threads of every transport, the Homa sockets' background threads); `homa client` sees
+//! its own process only. The harness reads it when the measured interval begins (after
+//! the warm-up) and when it ends. The servers of the other transports idle meanwhile;
+//! what the process uses with nothing to do, measured before the first phase, is
+//! reported as the idle floor.
 
 use std::io::{IsTerminal, Write};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
@@ -397,6 +409,8 @@ pub(crate) struct Plan {
     pub(crate) drain: Duration,
     pub(crate) max_outstanding: usize,
     pub(crate) max_outstanding_bytes: u64,
+    /// How long the idle floor is measured (servers up, no RPC).
+    pub(crate) idle: Duration,
 }
 
 impl Plan {
@@ -418,6 +432,7 @@ impl Plan {
                 drain: Duration::from_secs(2),
                 max_outstanding: 1000,
                 max_outstanding_bytes: MAX_OUTSTANDING_BYTES,
+                idle: Duration::from_millis(200),
             }
         } else {
             Plan {
@@ -434,6 +449,7 @@ impl Plan {
                 drain: Duration::from_secs(5),
                 max_outstanding: 1000,
                 max_outstanding_bytes: MAX_OUTSTANDING_BYTES,
+                idle: Duration::from_millis(500),
             }
         }
     }
@@ -557,6 +573,9 @@ pub(crate) struct Results {
     pub(crate) failed_runs: Vec<(Kind, String)>,
     pub(crate) homa_baseline: Baseline,
     pub(crate) tcp_baseline: Baseline,
+    /// What the process used with the servers up and no RPC in flight, before the first
+    /// phase: the floor under every phase's cost.
+    pub(crate) idle: cost::Cost,
 }
 
 /// The progress bar: drawn only when stderr is a terminal.
@@ -599,6 +618,16 @@ fn measure(m: &MeasureArgs, targets: &Targets, scope: Scope) -> Result<(), Bench
     let load_seconds = (plan.load_warmup + plan.load_duration).as_secs();
     let total = (2 * sizes.len() + udp_sizes.len() + 2) as u64 + 2 * load_seconds.max(1);
     let bar = progress_bar(total);
+
+    // 0. The idle floor: the servers' (and the sockets' background threads') cost with
+    // nothing to do, part of every phase's cost.
+    bar.set_message("idle floor");
+    let idle = {
+        let from = cost::Snapshot::take(&mut system::usage);
+        std::thread::sleep(plan.idle);
+        let to = cost::Snapshot::take(&mut system::usage);
+        cost::Window { from, to }.cost(0)
+    };
 
     // 1. Unloaded RTT (and the baselines).
     let mut unloaded = Vec::new();
@@ -768,6 +797,7 @@ fn measure(m: &MeasureArgs, targets: &Targets, scope: Scope) -> Result<(), Bench
         failed_runs,
         homa_baseline,
         tcp_baseline,
+        idle,
     };
     let ctx = report::Context::new(m, &plan, &workload, targets, scope, machine);
     report::emit(&ctx, &results, m)

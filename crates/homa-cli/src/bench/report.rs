@@ -317,12 +317,20 @@ pub(crate) fn text(ctx: &Context, results: &Results) -> String {
     );
     let _ = writeln!(
         o,
-        "  network   MTU {}; Homa over {}{}, {} priorities, messages at most {MAX_MESSAGE} B; every transport's waiting threads spin {} µs before sleeping",
+        "  network   MTU {}; Homa over {}{}, {} priorities, messages at most {MAX_MESSAGE} B; every transport's waiting threads busy-poll {} µs (sched_yield between polls) before sleeping",
         ctx.mtu.map_or("unknown".into(), |v| v.to_string()),
         if ctx.transport == "raw" { "raw IP (protocol 146)" } else { "UDP" },
         if ctx.ipv6 { ", IPv6" } else { ", IPv4" },
         ctx.priorities,
         ctx.busy_poll_us
+    );
+    let _ = writeln!(
+        o,
+        "  idle      {} CPU ms/s, {} context switches/s with the servers up and no RPC ({} s before the first phase; {}): counted in every phase's cost",
+        num(results.idle.cpu_ms_per_s(), 0, 1),
+        num(results.idle.switches_per_s(), 0, 0),
+        num(results.idle.wall_s, 0, 2),
+        ctx.cost_scope_short()
     );
     let _ = writeln!(o, "  workload  {}", ctx.workload_text);
     let _ = writeln!(
@@ -739,6 +747,12 @@ pub(crate) fn json(ctx: &Context, results: &Results) -> Json {
         .field("tool", "homa bench")
         .field("version", env!("CARGO_PKG_VERSION"))
         .field("config", ctx.config_json())
+        .field("idle", {
+            let mut idle = results.idle.json();
+            idle.insert("cpu_ms_per_s", results.idle.cpu_ms_per_s());
+            idle.insert("ctx_switches_per_s", results.idle.switches_per_s());
+            idle
+        })
         .field("unloaded", Json::Array(unloaded))
         .field("throughput", Json::Array(throughput))
         .field("loaded", Json::Array(loaded))
@@ -1108,6 +1122,17 @@ mod tests {
             failed_runs: Vec::new(),
             homa_baseline: baseline.clone(),
             tcp_baseline: baseline,
+            idle: {
+                let mut idle = cost(0);
+                idle.wall_s = 0.5;
+                idle.used = Some(Usage {
+                    user_us: 3_000,
+                    system_us: 2_000,
+                    voluntary: 400,
+                    involuntary: 100,
+                });
+                idle
+            },
         };
         (ctx, results, m)
     }
@@ -1141,6 +1166,10 @@ mod tests {
             unreachable!()
         };
         assert_eq!(t[0].get("cpu_s"), Some(&Json::Float(1.5)));
+        let idle = j.get("idle").expect("an idle object");
+        assert_eq!(idle.get("cpu_ms_per_s"), Some(&Json::Float(10.0)));
+        assert_eq!(idle.get("ctx_switches_per_s"), Some(&Json::Float(1000.0)));
+        assert_eq!(idle.get("cpu_us_per_rpc"), None);
         let config = j.get("config").unwrap();
         assert!(config.get("cpu_scope").is_some());
         assert!(config.get("cost_scope").is_some() && config.get("cost_definition").is_some());
@@ -1151,6 +1180,10 @@ mod tests {
         let (ctx, results, _) = fixture();
         let t = text(&ctx, &results);
         assert!(t.contains("Cost per measured RPC"), "{t}");
+        assert!(
+            t.contains("idle      10.0 CPU ms/s, 1000 context switches/s"),
+            "{t}"
+        );
         assert!(t.contains("CPU µs/msg") && t.contains("CPU µs/RPC"), "{t}");
         // 10 µs and 3 switches per RPC, in every phase's rows.
         let unloaded_row = t
