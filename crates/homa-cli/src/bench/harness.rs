@@ -6,6 +6,9 @@
 //!   slowdown baselines);
 //! * [`throughput`]: a window of one-way messages kept in flight;
 //! * [`loaded`]: open-loop Poisson arrivals of workload-sized RPCs to random servers.
+//!
+//! Each loop reads a [`Meter`] when its measured interval begins (after the warm-up) and
+//! when it ends, so that the [`Cost`] of a phase covers its measured RPCs only.
 
 use std::time::{Duration, Instant};
 
@@ -13,6 +16,7 @@ use homa_eval::stats::percentile;
 use homa_eval::workload::Distribution;
 
 use super::arrivals::{Poisson, Rng};
+use super::cost::{Cost, Meter, Snapshot, Window};
 use super::error::BenchError;
 
 /// A finished RPC, as a transport reports it.
@@ -74,6 +78,9 @@ pub(crate) struct Unloaded {
     pub(crate) rtts_ns: Vec<f64>,
     /// RPCs that got no response in time (UDP datagrams lost).
     pub(crate) lost: usize,
+    /// What the measured RPCs cost: from just before the first measured RPC started to
+    /// just after the last one finished (lost RPCs in between included, not counted).
+    pub(crate) cost: Cost,
 }
 
 impl Unloaded {
@@ -83,12 +90,14 @@ impl Unloaded {
     }
 }
 
-/// Measures RTTs of back-to-back RPCs of `size` bytes each way to server 0.
+/// Measures RTTs of back-to-back RPCs of `size` bytes each way to server 0, and what
+/// they cost (`meter` read before the first RPC after the warm-up and after the last).
 pub(crate) fn unloaded(
     client: &mut dyn RpcClient,
     what: &str,
     size: u32,
     budget: &Budget,
+    meter: Meter<'_>,
 ) -> Result<Unloaded, BenchError> {
     let mut rtts = Vec::with_capacity(budget.max.min(100_000));
     let mut lost = 0usize;
@@ -96,6 +105,7 @@ pub(crate) fn unloaded(
     let mut done = Vec::new();
     let mut tag = 0u64;
     let mut measuring_since = None;
+    let mut from = None;
     loop {
         let measured = rtts.len();
         if measured >= budget.max
@@ -105,6 +115,9 @@ pub(crate) fn unloaded(
             break;
         }
         tag += 1;
+        if tag as usize > budget.warmup && from.is_none() {
+            from = Some(Snapshot::take(meter));
+        }
         let t0 = Instant::now();
         client.start(0, size as usize, size as usize, tag)?;
         let deadline = t0 + RPC_TIMEOUT;
@@ -147,11 +160,18 @@ pub(crate) fn unloaded(
             }
         }
     }
+    let to = Snapshot::take(meter);
+    let cost = Window {
+        from: from.unwrap_or(to),
+        to,
+    }
+    .cost(rtts.len() as u64);
     rtts.sort_by(f64::total_cmp);
     Ok(Unloaded {
         size,
         rtts_ns: rtts,
         lost,
+        cost,
     })
 }
 
@@ -168,10 +188,13 @@ pub(crate) struct Throughput {
     pub(crate) msgs_per_s: f64,
     /// Seconds measured.
     pub(crate) seconds: f64,
+    /// What the messages delivered in the measured interval cost, over that interval.
+    pub(crate) cost: Cost,
 }
 
 /// Sends `size`-byte requests (1-byte responses) to server 0 for `duration`, keeping
-/// `window` in flight; counts what completes after the first `warmup`.
+/// `window` in flight; counts what completes after the first `warmup`, and reads
+/// `meter` when that measured interval begins and ends.
 pub(crate) fn throughput(
     client: &mut dyn RpcClient,
     what: &str,
@@ -179,6 +202,7 @@ pub(crate) fn throughput(
     window: usize,
     warmup: Duration,
     duration: Duration,
+    meter: Meter<'_>,
 ) -> Result<Throughput, BenchError> {
     let start = Instant::now();
     let begin = start + warmup;
@@ -188,21 +212,37 @@ pub(crate) fn throughput(
     let mut counted = 0u64;
     let mut done = Vec::new();
     let mut last_progress = Instant::now();
+    let (mut from, mut to) = (None, None);
     for _ in 0..window {
         tag += 1;
         client.start(0, size as usize, 1, tag)?;
         outstanding += 1;
     }
     while outstanding > 0 {
-        let now = Instant::now();
+        let mut now = Instant::now();
+        if from.is_none() && now >= begin {
+            from = Some(Snapshot::take(meter));
+        }
+        if to.is_none() && now >= end {
+            to = Some(Snapshot::take(meter));
+            now = Instant::now();
+        }
         if now.duration_since(last_progress) > RPC_TIMEOUT * 5 {
             return Err(BenchError::NoResponse {
                 what: what.to_string(),
                 waited_s: (RPC_TIMEOUT * 5).as_secs_f64(),
             });
         }
+        // Wake at the interval's edges, to read the meter there.
+        let edge = if from.is_none() {
+            begin
+        } else if to.is_none() {
+            end
+        } else {
+            now + RPC_TIMEOUT
+        };
         done.clear();
-        client.wait(now + RPC_TIMEOUT, &mut done)?;
+        client.wait(edge.min(now + RPC_TIMEOUT), &mut done)?;
         for c in &done {
             outstanding -= 1;
             last_progress = c.at;
@@ -222,6 +262,8 @@ pub(crate) fn throughput(
             }
         }
     }
+    let to = to.unwrap_or_else(|| Snapshot::take(meter));
+    let from = from.unwrap_or(to);
     let seconds = duration.as_secs_f64();
     Ok(Throughput {
         size,
@@ -229,6 +271,7 @@ pub(crate) fn throughput(
         gbps: counted as f64 * f64::from(size) * 8.0 / seconds / 1e9,
         msgs_per_s: counted as f64 / seconds,
         seconds,
+        cost: Window { from, to }.cost(counted),
     })
 }
 
@@ -318,6 +361,9 @@ pub(crate) struct LoadResult {
     pub(crate) lag_ns: f64,
     /// The first failure's reason.
     pub(crate) first_failure: Option<String>,
+    /// The measured interval (from the end of the warm-up to the last start), with the
+    /// meter read at both ends; `None` if the thread stopped before it ended.
+    pub(crate) window: Option<Window>,
 }
 
 impl LoadResult {
@@ -333,6 +379,17 @@ impl LoadResult {
         if self.first_failure.is_none() {
             self.first_failure = other.first_failure;
         }
+        self.window = match (self.window, other.window) {
+            (Some(a), Some(b)) => Some(a.union(b)),
+            (a, b) => a.or(b),
+        };
+    }
+
+    /// What the measured RPCs cost: the process's usage over the measured interval
+    /// (every client thread's, united) per RPC started in it that completed.
+    pub(crate) fn cost(&self) -> Cost {
+        self.window
+            .map_or_else(Cost::default, |w| w.cost(self.rtts.len() as u64))
     }
 }
 
@@ -346,11 +403,13 @@ struct Sent {
 
 /// Runs one client thread of a loaded run: open-loop Poisson arrivals, sizes drawn from
 /// `sizes`, destinations uniform over the servers; request and response of equal size.
+/// `meter` is read when the measured interval begins and when it ends.
 pub(crate) fn loaded(
     client: &mut dyn RpcClient,
     plan: &LoadPlan,
     sizes: &Distribution,
     mut tick: impl FnMut(),
+    meter: Meter<'_>,
 ) -> Result<LoadResult, BenchError> {
     let mut arrivals = Poisson::new(plan.rate_per_s, Rng::new(plan.seed, 2 * plan.stream));
     let mut rng = Rng::new(plan.seed, 2 * plan.stream + 1);
@@ -364,6 +423,7 @@ pub(crate) fn loaded(
     let end = begin + plan.duration;
     let mut next = start + Duration::from_nanos(arrivals.next_ns());
     let mut next_tick = start + Duration::from_secs(1);
+    let mut from = None;
     let record = |done: &[Completion],
                   sent: &mut Vec<Option<Sent>>,
                   outstanding: &mut (usize, u64),
@@ -386,12 +446,18 @@ pub(crate) fn loaded(
         }
     };
     loop {
-        let now = Instant::now();
+        let mut now = Instant::now();
         if now >= next_tick {
             tick();
             next_tick += Duration::from_secs(1);
         }
+        if from.is_none() && now >= begin {
+            from = Some(Snapshot::take(meter));
+            now = Instant::now();
+        }
         if now >= end {
+            let to = Snapshot::take(meter);
+            result.window = from.map(|from| Window { from, to });
             break;
         }
         if now >= next {
@@ -418,8 +484,10 @@ pub(crate) fn loaded(
             next = start + Duration::from_nanos(arrivals.next_ns());
             continue;
         }
+        // Wake at the interval's edges too, to read the meter there.
+        let edge = if from.is_none() { begin } else { end };
         done.clear();
-        client.wait(next.min(end).min(next_tick), &mut done)?;
+        client.wait(next.min(edge).min(next_tick), &mut done)?;
         let mut o = (outstanding, outstanding_bytes);
         record(&done, &mut sent, &mut o, &mut result);
         (outstanding, outstanding_bytes) = o;
@@ -439,6 +507,9 @@ pub(crate) fn loaded(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::bench::cost::Usage;
+    use std::cell::Cell;
+    use std::rc::Rc;
 
     #[test]
     fn baseline_interpolates_and_clamps() {
@@ -453,15 +524,43 @@ mod tests {
         assert!(Baseline::new(vec![(5, f64::NAN)]).is_none());
     }
 
-    /// A transport that answers every RPC after a fixed delay, in order.
+    /// A transport that answers every RPC after a fixed delay, in order, and counts the
+    /// RPCs it started and finished.
     struct Fake {
         delay: Duration,
         queue: std::collections::VecDeque<(u64, Instant)>,
+        counts: Rc<Cell<(u64, u64)>>,
+    }
+
+    impl Fake {
+        fn new(delay: Duration) -> Fake {
+            Fake {
+                delay,
+                queue: Default::default(),
+                counts: Default::default(),
+            }
+        }
+
+        /// A meter that reads RPCs started as voluntary context switches and RPCs
+        /// finished as involuntary ones, so that a cost shows which RPCs it covered.
+        fn meter(&self) -> impl FnMut() -> Option<Usage> {
+            let counts = self.counts.clone();
+            move || {
+                let (started, finished) = counts.get();
+                Some(Usage {
+                    voluntary: started,
+                    involuntary: finished,
+                    ..Usage::default()
+                })
+            }
+        }
     }
 
     impl RpcClient for Fake {
         fn start(&mut self, _: usize, _: usize, _: usize, tag: u64) -> Result<(), BenchError> {
             self.queue.push_back((tag, Instant::now() + self.delay));
+            let (s, f) = self.counts.get();
+            self.counts.set((s + 1, f));
             Ok(())
         }
         fn wait(
@@ -473,6 +572,8 @@ mod tests {
                 Some(&(tag, at)) if at <= deadline => {
                     std::thread::sleep(at.saturating_duration_since(Instant::now()));
                     self.queue.pop_front();
+                    let (s, f) = self.counts.get();
+                    self.counts.set((s, f + 1));
                     done.push(Completion {
                         tag,
                         at: Instant::now(),
@@ -487,20 +588,27 @@ mod tests {
 
     #[test]
     fn loops_work_over_any_transport() {
-        let mut fake = Fake {
-            delay: Duration::from_micros(200),
-            queue: Default::default(),
-        };
+        let mut fake = Fake::new(Duration::from_micros(200));
+        let mut meter = fake.meter();
         let budget = Budget {
             min: 5,
             max: 20,
             time: Duration::from_millis(1),
             warmup: 2,
         };
-        let u = unloaded(&mut fake, "fake", 100, &budget).unwrap();
+        let u = unloaded(&mut fake, "fake", 100, &budget, &mut meter).unwrap();
         assert!(u.rtts_ns.len() >= 5 && u.lost == 0);
         assert!(u.percentile_us(50.0) >= 200.0);
+        // The cost covers the measured RPCs, not the warm-up ones.
+        let n = u.rtts_ns.len() as u64;
+        assert_eq!(fake.counts.get(), (n + 2, n + 2));
+        assert_eq!(u.cost.rpcs, n);
+        assert_eq!(
+            u.cost.used.map(|u| (u.voluntary, u.involuntary)),
+            Some((n, n))
+        );
 
+        fake.counts.set((0, 0));
         let t = throughput(
             &mut fake,
             "fake",
@@ -508,9 +616,14 @@ mod tests {
             2,
             Duration::from_millis(5),
             Duration::from_millis(20),
+            &mut meter,
         )
         .unwrap();
         assert!(t.msgs_per_s > 0.0);
+        assert_eq!(t.cost.rpcs as f64, (t.msgs_per_s * t.seconds).round());
+        // The window's first two RPCs started before the measured interval.
+        let (started, _) = fake.counts.get();
+        assert!(t.cost.used.is_some_and(|u| u.voluntary + 2 <= started));
 
         let plan = LoadPlan {
             rate_per_s: 2000.0,
@@ -523,8 +636,17 @@ mod tests {
             seed: 1,
             stream: 0,
         };
-        let r = loaded(&mut fake, &plan, &Distribution::fixed(10), || {}).unwrap();
+        let r = loaded(
+            &mut fake,
+            &plan,
+            &Distribution::fixed(10),
+            || {},
+            &mut meter,
+        )
+        .unwrap();
         assert!(r.started > 0);
+        assert!(r.window.is_some());
+        assert_eq!(r.cost().rpcs, r.rtts.len() as u64);
         assert_eq!((r.failed, r.unfinished), (0, 0));
         assert!(r.rtts.iter().all(|&(s, rtt)| s == 10 && rtt >= 200_000.0));
     }

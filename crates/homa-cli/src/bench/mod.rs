@@ -33,6 +33,28 @@
 //! by a `ppoll` loop); one more thread echoes UDP. Each client thread has one Homa socket
 //! (RPCs to every server) or one TCP connection to every server (one per client-server
 //! pair), and alone starts RPCs and receives their responses.
+//!
+//! # Waiting
+//!
+//! Every waiting thread, of every transport, client or server, waits the same way, set by
+//! one knob, `--busy-poll-us` (default 50): it busy-polls for that long, with
+//! `sched_yield` between two non-blocking polls, then blocks. Homa's threads do it inside
+//! the socket (`SocketConfig::busy_poll`, polling with a non-blocking `recvmmsg`); the TCP
+//! and UDP baselines in [`system::poll_spin`] (`ppoll` with a zero timeout, then a
+//! blocking `ppoll`). Yielding keeps a spinning thread from starving the peer it waits
+//! for when both share a core.
+//!
+//! # Cost
+//!
+//! Every phase of every transport also reports what its measured RPCs cost: CPU time
+//! (user + system) and context switches (voluntary + involuntary) per RPC ([`cost`]).
+//! `homa bench` runs its servers as threads of its own process, so
+//! `getrusage(RUSAGE_SELF)` counts both ends of every RPC (client threads, the server
+//! threads of every transport, the Homa sockets' background threads); `homa client` sees
+//! its own process only. The harness reads it when the measured interval begins (after
+//! the warm-up) and when it ends. The servers of the other transports idle meanwhile;
+//! what the process uses with nothing to do, measured before the first phase, is
+//! reported as the idle floor.
 
 use std::io::{IsTerminal, Write};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
@@ -44,6 +66,7 @@ use homa_eval::workload::Distribution;
 use homa_socket::{SocketConfig, TransportKind};
 
 mod arrivals;
+mod cost;
 mod error;
 mod frame;
 mod harness;
@@ -142,8 +165,9 @@ pub(crate) struct MeasureArgs {
     /// Use IPv6 (loopback ::1 for `homa bench`).
     #[arg(long)]
     ipv6: bool,
-    /// How long a waiting thread spins before it sleeps, in µs, for every transport
-    /// alike (Homa's socket default and the Linux module's poll_usecs: 50).
+    /// How long a waiting thread busy-polls before it sleeps, in µs, for every transport
+    /// alike: non-blocking polls with sched_yield between them, then a blocking wait
+    /// (Homa's socket default and the Linux module's poll_usecs: 50; 0 sleeps at once).
     #[arg(long, value_name = "US", default_value_t = 50, value_parser = clap::value_parser!(u64).range(0..=1_000_000))]
     busy_poll_us: u64,
     /// Seed of the arrival times, sizes and destinations of the loaded run.
@@ -217,8 +241,9 @@ pub(crate) struct ServerArgs {
     /// IPv6 Homa sockets.
     #[arg(long)]
     ipv6: bool,
-    /// How long a waiting thread spins before it sleeps, in µs, for every transport
-    /// alike (Homa's socket default and the Linux module's poll_usecs: 50).
+    /// How long a waiting thread busy-polls before it sleeps, in µs, for every transport
+    /// alike: non-blocking polls with sched_yield between them, then a blocking wait
+    /// (Homa's socket default and the Linux module's poll_usecs: 50; 0 sleeps at once).
     #[arg(long, value_name = "US", default_value_t = 50, value_parser = clap::value_parser!(u64).range(0..=1_000_000))]
     busy_poll_us: u64,
 }
@@ -384,6 +409,8 @@ pub(crate) struct Plan {
     pub(crate) drain: Duration,
     pub(crate) max_outstanding: usize,
     pub(crate) max_outstanding_bytes: u64,
+    /// How long the idle floor is measured (servers up, no RPC).
+    pub(crate) idle: Duration,
 }
 
 impl Plan {
@@ -405,6 +432,7 @@ impl Plan {
                 drain: Duration::from_secs(2),
                 max_outstanding: 1000,
                 max_outstanding_bytes: MAX_OUTSTANDING_BYTES,
+                idle: Duration::from_millis(200),
             }
         } else {
             Plan {
@@ -421,6 +449,7 @@ impl Plan {
                 drain: Duration::from_secs(5),
                 max_outstanding: 1000,
                 max_outstanding_bytes: MAX_OUTSTANDING_BYTES,
+                idle: Duration::from_millis(500),
             }
         }
     }
@@ -515,7 +544,10 @@ impl WorkloadInfo {
 pub(crate) struct LoadedRun {
     pub(crate) kind: Kind,
     pub(crate) result: harness::LoadResult,
+    /// CPU seconds of the whole run, warm-up and drain included.
     pub(crate) cpu_s: f64,
+    /// What the measured RPCs cost, over the measured interval.
+    pub(crate) cost: cost::Cost,
     pub(crate) seconds: f64,
     /// Slowdowns against the Homa baseline.
     pub(crate) samples: Samples,
@@ -541,6 +573,9 @@ pub(crate) struct Results {
     pub(crate) failed_runs: Vec<(Kind, String)>,
     pub(crate) homa_baseline: Baseline,
     pub(crate) tcp_baseline: Baseline,
+    /// What the process used with the servers up and no RPC in flight, before the first
+    /// phase: the floor under every phase's cost.
+    pub(crate) idle: cost::Cost,
 }
 
 /// The progress bar: drawn only when stderr is a terminal.
@@ -584,6 +619,16 @@ fn measure(m: &MeasureArgs, targets: &Targets, scope: Scope) -> Result<(), Bench
     let total = (2 * sizes.len() + udp_sizes.len() + 2) as u64 + 2 * load_seconds.max(1);
     let bar = progress_bar(total);
 
+    // 0. The idle floor: the servers' (and the sockets' background threads') cost with
+    // nothing to do, part of every phase's cost.
+    bar.set_message("idle floor");
+    let idle = {
+        let from = cost::Snapshot::take(&mut system::usage);
+        std::thread::sleep(plan.idle);
+        let to = cost::Snapshot::take(&mut system::usage);
+        cost::Window { from, to }.cost(0)
+    };
+
     // 1. Unloaded RTT (and the baselines).
     let mut unloaded = Vec::new();
     for (kind, kind_sizes) in [
@@ -594,8 +639,13 @@ fn measure(m: &MeasureArgs, targets: &Targets, scope: Scope) -> Result<(), Bench
         let mut client = factory.open(kind)?;
         for &size in kind_sizes {
             bar.set_message(format!("unloaded RTT: {} {size} B", kind.name()));
-            let u =
-                harness::unloaded(client.as_mut(), &factory.describe(kind), size, &plan.budget)?;
+            let u = harness::unloaded(
+                client.as_mut(),
+                &factory.describe(kind),
+                size,
+                &plan.budget,
+                &mut system::usage,
+            )?;
             unloaded.push((kind, u));
             bar.inc(1);
         }
@@ -628,6 +678,7 @@ fn measure(m: &MeasureArgs, targets: &Targets, scope: Scope) -> Result<(), Bench
             THROUGHPUT_WINDOW,
             plan.throughput_warmup,
             plan.throughput_duration,
+            &mut system::usage,
         )?;
         let cpu = system::cpu_seconds() - cpu0;
         throughput.push((kind, t, cpu));
@@ -677,11 +728,12 @@ fn measure(m: &MeasureArgs, targets: &Targets, scope: Scope) -> Result<(), Bench
                     let dist = &workload.dist;
                     let bar = bar.clone();
                     s.spawn(move || {
-                        harness::loaded(client.as_mut(), &plan, dist, || {
+                        let tick = || {
                             if i == 0 {
                                 bar.inc(1);
                             }
-                        })
+                        };
+                        harness::loaded(client.as_mut(), &plan, dist, tick, &mut system::usage)
                     })
                 })
                 .collect();
@@ -728,6 +780,7 @@ fn measure(m: &MeasureArgs, targets: &Targets, scope: Scope) -> Result<(), Bench
         }
         loaded.push(LoadedRun {
             kind,
+            cost: merged.cost(),
             result: merged,
             cpu_s,
             seconds: plan.load_duration.as_secs_f64(),
@@ -744,6 +797,7 @@ fn measure(m: &MeasureArgs, targets: &Targets, scope: Scope) -> Result<(), Bench
         failed_runs,
         homa_baseline,
         tcp_baseline,
+        idle,
     };
     let ctx = report::Context::new(m, &plan, &workload, targets, scope, machine);
     report::emit(&ctx, &results, m)

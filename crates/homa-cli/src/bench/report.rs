@@ -9,6 +9,7 @@ use homa_eval::plot::{size_label, slowdown_svg, Series};
 use homa_eval::report::{Cell, Csv, Json};
 use homa_eval::stats::{BucketStats, ShortStats};
 
+use super::cost::Cost;
 use super::error::BenchError;
 use super::harness::{Baseline, Unloaded};
 use super::server::Targets;
@@ -94,6 +95,22 @@ impl Context {
         self.load * self.link_gbps
     }
 
+    /// Whose CPU time and context switches the cost columns count.
+    fn cost_scope(&self) -> &'static str {
+        match self.scope {
+            Scope::Loopback => "the whole process: client and server threads alike (the servers of every transport are threads of this process), Homa's background threads included",
+            Scope::Remote(_) => "the client process only (the server's cost is not seen)",
+        }
+    }
+
+    /// [`cost_scope`](Self::cost_scope), for a table's heading.
+    fn cost_scope_short(&self) -> &'static str {
+        match self.scope {
+            Scope::Loopback => "the whole process (client and server threads)",
+            Scope::Remote(_) => "the client process only",
+        }
+    }
+
     fn where_(&self) -> String {
         match self.scope {
             Scope::Loopback => format!(
@@ -176,7 +193,21 @@ impl Context {
                     Scope::Remote(_) => "client process",
                 },
             )
+            .field("cost_scope", self.cost_scope())
+            .field("cost_definition", COST_DEFINITION)
     }
+}
+
+/// What the `cost` fields and the per-RPC columns are (`--json` config).
+const COST_DEFINITION: &str = "getrusage(RUSAGE_SELF) read when a phase's measured interval begins (after its warm-up) and when it ends; cpu_us_per_rpc = (user + system CPU time) / measured RPCs, ctx_switches_per_rpc = (voluntary + involuntary context switches) / measured RPCs. unloaded: from just before the first measured RPC to just after the last (lost RPCs' work included, not counted); throughput: the measured interval, per message completed in it; loaded: from the end of the warm-up to the last start, per RPC started then and completed. sched_yield that hands the CPU to another thread counts as an involuntary switch; kernel work done in ksoftirqd is not the process's";
+
+/// A cost pair for a table: CPU µs per RPC and context switches per RPC.
+fn cost_cells(c: &Cost, width: usize) -> String {
+    format!(
+        "{} {}",
+        us(c.cpu_us_per_rpc(), width),
+        num(c.switches_per_rpc(), 6, 2)
+    )
 }
 
 /// The summary ratios.
@@ -286,12 +317,20 @@ pub(crate) fn text(ctx: &Context, results: &Results) -> String {
     );
     let _ = writeln!(
         o,
-        "  network   MTU {}; Homa over {}{}, {} priorities, messages at most {MAX_MESSAGE} B; every transport's waiting threads spin {} µs before sleeping",
+        "  network   MTU {}; Homa over {}{}, {} priorities, messages at most {MAX_MESSAGE} B; every transport's waiting threads busy-poll {} µs (sched_yield between polls) before sleeping",
         ctx.mtu.map_or("unknown".into(), |v| v.to_string()),
         if ctx.transport == "raw" { "raw IP (protocol 146)" } else { "UDP" },
         if ctx.ipv6 { ", IPv6" } else { ", IPv4" },
         ctx.priorities,
         ctx.busy_poll_us
+    );
+    let _ = writeln!(
+        o,
+        "  idle      {} CPU ms/s, {} context switches/s with the servers up and no RPC ({} s before the first phase; {}): counted in every phase's cost",
+        num(results.idle.cpu_ms_per_s(), 0, 1),
+        num(results.idle.switches_per_s(), 0, 0),
+        num(results.idle.wall_s, 0, 2),
+        ctx.cost_scope_short()
     );
     let _ = writeln!(o, "  workload  {}", ctx.workload_text);
     let _ = writeln!(
@@ -361,6 +400,35 @@ pub(crate) fn text(ctx: &Context, results: &Results) -> String {
             String::new()
         }
     );
+    let _ = writeln!(
+        o,
+        "   Cost per measured RPC (CPU µs: user + system; csw: context switches) of {}:",
+        ctx.cost_scope_short()
+    );
+    let _ = writeln!(
+        o,
+        "   {:>8} | {:>9} {:>6} | {:>9} {:>6} | {:>9} {:>6}",
+        "size", "Homa CPU", "csw", "TCP CPU", "csw", "UDP CPU", "csw"
+    );
+    for &size in &TABLE_SIZES {
+        let cell = |kind| {
+            results
+                .unloaded
+                .iter()
+                .find(|(k, u)| *k == kind && u.size == size)
+                .map_or(format!("{:>9} {:>6}", "—", "—"), |(_, u)| {
+                    cost_cells(&u.cost, 9)
+                })
+        };
+        let _ = writeln!(
+            o,
+            "   {:>8} | {} | {} | {}",
+            size_text(size),
+            cell(Kind::Homa),
+            cell(Kind::Tcp),
+            cell(Kind::Udp)
+        );
+    }
     let points = |b: &Baseline| {
         b.points()
             .iter()
@@ -385,19 +453,24 @@ pub(crate) fn text(ctx: &Context, results: &Results) -> String {
     );
     let _ = writeln!(
         o,
-        "   {:<9} {:>8} {:>9} {:>7}",
-        "transport", "Gbit/s", "msgs/s", "CPU s"
+        "   {:<9} {:>8} {:>9} {:>7} {:>10} {:>6}",
+        "transport", "Gbit/s", "msgs/s", "CPU s", "CPU µs/msg", "csw"
     );
     for (kind, t, cpu) in &results.throughput {
         let _ = writeln!(
             o,
-            "   {:<9} {} {} {}",
+            "   {:<9} {} {} {} {}",
             kind.name(),
             num(t.gbps, 8, 2),
             num(t.msgs_per_s, 9, 0),
-            num(*cpu, 7, 2)
+            num(*cpu, 7, 2),
+            cost_cells(&t.cost, 10)
         );
     }
+    let _ = writeln!(
+        o,
+        "   (CPU s: the whole phase, warm-up included; CPU µs and csw (context switches): per message of the measured interval)"
+    );
 
     // 3. Loaded.
     let _ = writeln!(
@@ -412,12 +485,14 @@ pub(crate) fn text(ctx: &Context, results: &Results) -> String {
     );
     let _ = writeln!(
         o,
-        "   {:<9} {:>8} {:>8} {:>8} {:>7} {:>7} {:>7} {:>10} {:>9}",
+        "   {:<9} {:>8} {:>8} {:>8} {:>7} {:>10} {:>6} {:>7} {:>7} {:>10} {:>9}",
         "transport",
         "Gbit/s",
         "Kops/s",
         "RPCs",
         "CPU s",
+        "CPU µs/RPC",
+        "csw",
         "failed",
         "skipped",
         "unfinished",
@@ -427,12 +502,13 @@ pub(crate) fn text(ctx: &Context, results: &Results) -> String {
         let started = r.result.started.max(1) as f64;
         let _ = writeln!(
             o,
-            "   {:<9} {} {} {:>8} {} {:>7} {:>7} {:>10} {}",
+            "   {:<9} {} {} {:>8} {} {} {:>7} {:>7} {:>10} {}",
             r.kind.name(),
             num(r.achieved_gbps(), 8, 2),
             num(r.kops(), 8, 1),
             r.result.rtts.len(),
             num(r.cpu_s, 7, 2),
+            cost_cells(&r.cost, 10),
             r.result.failed,
             r.result.skipped,
             r.result.unfinished,
@@ -454,7 +530,7 @@ pub(crate) fn text(ctx: &Context, results: &Results) -> String {
     }
     let _ = writeln!(
         o,
-        "   (Gbit/s: request payload of the measured RPCs per second; lag: mean delay of a start behind its Poisson arrival time)"
+        "   (Gbit/s: request payload of the measured RPCs per second; CPU s: the whole run, warm-up and drain included; CPU µs and csw (context switches): per measured RPC, over the measured interval; lag: mean delay of a start behind its Poisson arrival time)"
     );
     let homa = run_of(results, Kind::Homa);
     let tcp = run_of(results, Kind::Tcp);
@@ -586,28 +662,32 @@ pub(crate) fn json(ctx: &Context, results: &Results) -> Json {
         .unloaded
         .iter()
         .map(|(kind, u)| {
-            Json::object()
+            let mut entry = Json::object()
                 .field("transport", kind.name())
                 .field("size", u.size)
                 .field("count", u.rtts_ns.len())
                 .field("p50_us", u.percentile_us(50.0))
                 .field("p99_us", u.percentile_us(99.0))
                 .field("p999_us", u.percentile_us(99.9))
-                .field("lost", u.lost)
+                .field("lost", u.lost);
+            u.cost.add_to(&mut entry);
+            entry
         })
         .collect();
     let throughput: Vec<Json> = results
         .throughput
         .iter()
         .map(|(kind, t, cpu)| {
-            Json::object()
+            let mut entry = Json::object()
                 .field("transport", kind.name())
                 .field("size", t.size)
                 .field("gbps", t.gbps)
                 .field("msgs_per_s", t.msgs_per_s)
                 .field("window", t.window)
                 .field("seconds", t.seconds)
-                .field("cpu_s", *cpu)
+                .field("cpu_s", *cpu);
+            t.cost.add_to(&mut entry);
+            entry
         })
         .collect();
     let loaded: Vec<Json> = results
@@ -627,7 +707,7 @@ pub(crate) fn json(ctx: &Context, results: &Results) -> Json {
             short_json.insert("own_p50_slowdown", own_short.p50_slowdown);
             short_json.insert("own_p99_slowdown", own_short.p99_slowdown);
             let started = r.result.started.max(1) as f64;
-            Json::object()
+            let mut entry = Json::object()
                 .field("transport", r.kind.name())
                 .field("workload", ctx.workload.to_string())
                 .field("load", ctx.load)
@@ -645,7 +725,9 @@ pub(crate) fn json(ctx: &Context, results: &Results) -> Json {
                 .field("baseline", "homa")
                 .field("buckets", Json::Array(buckets))
                 .field("short", short_json)
-                .field("overall", Json::from(&r.samples.overall()))
+                .field("overall", Json::from(&r.samples.overall()));
+            r.cost.add_to(&mut entry);
+            entry
         })
         .collect();
     let points = |b: &Baseline| {
@@ -665,6 +747,12 @@ pub(crate) fn json(ctx: &Context, results: &Results) -> Json {
         .field("tool", "homa bench")
         .field("version", env!("CARGO_PKG_VERSION"))
         .field("config", ctx.config_json())
+        .field("idle", {
+            let mut idle = results.idle.json();
+            idle.insert("cpu_ms_per_s", results.idle.cpu_ms_per_s());
+            idle.insert("ctx_switches_per_s", results.idle.switches_per_s());
+            idle
+        })
         .field("unloaded", Json::Array(unloaded))
         .field("throughput", Json::Array(throughput))
         .field("loaded", Json::Array(loaded))
@@ -698,7 +786,7 @@ pub(crate) fn json(ctx: &Context, results: &Results) -> Json {
         )
 }
 
-const CSV_COLUMNS: [&str; 18] = [
+const CSV_COLUMNS: [&str; 20] = [
     "section",
     "transport",
     "workload",
@@ -717,7 +805,16 @@ const CSV_COLUMNS: [&str; 18] = [
     "kops",
     "cpu_s",
     "note",
+    "cpu_us_per_rpc",
+    "ctx_switches_per_rpc",
 ];
+
+/// A row of `cells`, padded to the `note` column, then the cost per RPC.
+fn with_cost(mut cells: Vec<Cell>, cost: &Cost) -> Vec<Cell> {
+    cells.resize(CSV_COLUMNS.len() - 2, Cell::Text(String::new()));
+    cells.extend([cost.cpu_us_per_rpc().into(), cost.switches_per_rpc().into()]);
+    cells
+}
 
 /// The `--csv` document: one row per measurement; `section` says which (`unloaded`,
 /// `throughput`, `loaded`, `bucket`, `short`); `size` is the message size, or a
@@ -727,7 +824,7 @@ pub(crate) fn csv(ctx: &Context, results: &Results) -> String {
     let nan = || Cell::Float(f64::NAN);
     let wl = ctx.workload.to_string();
     for (kind, u) in &results.unloaded {
-        c.row(&[
+        let row = vec![
             "unloaded".into(),
             kind.name().into(),
             "".into(),
@@ -737,7 +834,8 @@ pub(crate) fn csv(ctx: &Context, results: &Results) -> String {
             u.percentile_us(50.0).into(),
             u.percentile_us(99.0).into(),
             u.percentile_us(99.9).into(),
-        ]);
+        ];
+        c.row(&with_cost(row, &u.cost));
     }
     for (kind, t, cpu) in &results.throughput {
         let mut row = vec![
@@ -749,7 +847,7 @@ pub(crate) fn csv(ctx: &Context, results: &Results) -> String {
         ];
         row.extend(std::iter::repeat_n(nan(), 9));
         row.extend([t.gbps.into(), (t.msgs_per_s / 1000.0).into(), (*cpu).into()]);
-        c.row(&row);
+        c.row(&with_cost(row, &t.cost));
     }
     for r in &results.loaded {
         let mut row = vec![
@@ -771,7 +869,7 @@ pub(crate) fn csv(ctx: &Context, results: &Results) -> String {
             )
             .into(),
         ]);
-        c.row(&row);
+        c.row(&with_cost(row, &r.cost));
         let own = r.own.buckets(&ctx.edges);
         for b in r.samples.buckets(&ctx.edges) {
             let o = own.iter().find(|o| o.max_size == b.max_size);
@@ -914,4 +1012,226 @@ pub(crate) fn emit(ctx: &Context, results: &Results, m: &MeasureArgs) -> Result<
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::cost::{Snapshot, Usage, Window};
+    use super::super::harness::{LoadResult, Throughput};
+    use super::super::system::Machine;
+    use super::*;
+    use clap::Parser;
+    use homa_eval::stats::Samples;
+    use std::net::{IpAddr, Ipv4Addr};
+    use std::time::Instant;
+
+    #[derive(Parser)]
+    struct Args {
+        #[command(flatten)]
+        m: MeasureArgs,
+    }
+
+    /// `rpcs` RPCs that cost 10 µs of CPU and 3 context switches each.
+    fn cost(rpcs: u64) -> Cost {
+        let t0 = Instant::now();
+        let at = |usage| Snapshot {
+            at: t0,
+            usage: Some(usage),
+        };
+        Window {
+            from: at(Usage::default()),
+            to: at(Usage {
+                user_us: 6 * rpcs,
+                system_us: 4 * rpcs,
+                voluntary: 2 * rpcs,
+                involuntary: rpcs,
+            }),
+        }
+        .cost(rpcs)
+    }
+
+    fn fixture() -> (Context, Results, MeasureArgs) {
+        let m = Args::parse_from(["bench", "--quick", "--workload", "1000"]).m;
+        let plan = Plan::new(&m);
+        let workload = WorkloadInfo::new(m.workload);
+        let targets = Targets::layout(IpAddr::V4(Ipv4Addr::LOCALHOST), 4000, 2, 3999);
+        let machine = Machine {
+            hostname: "test".into(),
+            cpu: "test".into(),
+            cpus: 2,
+            kernel: "test".into(),
+            loadavg: None,
+        };
+        let ctx = Context::new(&m, &plan, &workload, &targets, Scope::Loopback, machine);
+        let unloaded = [Kind::Homa, Kind::Tcp, Kind::Udp]
+            .into_iter()
+            .flat_map(|kind| {
+                TABLE_SIZES.iter().map(move |&size| {
+                    (
+                        kind,
+                        Unloaded {
+                            size,
+                            rtts_ns: vec![10_000.0; 4],
+                            lost: 0,
+                            cost: cost(4),
+                        },
+                    )
+                })
+            })
+            .collect();
+        let throughput = [Kind::Homa, Kind::Tcp]
+            .into_iter()
+            .map(|kind| {
+                let t = Throughput {
+                    size: THROUGHPUT_SIZE,
+                    window: THROUGHPUT_WINDOW,
+                    gbps: 8.0,
+                    msgs_per_s: 1000.0,
+                    seconds: 1.0,
+                    cost: cost(1000),
+                };
+                (kind, t, 1.5)
+            })
+            .collect();
+        let loaded = [Kind::Homa, Kind::Tcp]
+            .into_iter()
+            .map(|kind| {
+                let mut samples = Samples::new();
+                samples.push_with(1000, 20_000.0, |_| 10_000.0);
+                LoadedRun {
+                    kind,
+                    result: LoadResult {
+                        rtts: vec![(1000, 20_000.0)],
+                        started: 1,
+                        bytes: 1000,
+                        ..LoadResult::default()
+                    },
+                    cpu_s: 1.0,
+                    cost: cost(1),
+                    seconds: 1.0,
+                    own: samples.clone(),
+                    samples,
+                }
+            })
+            .collect();
+        let baseline = Baseline::new(vec![(1000, 10_000.0)]).unwrap();
+        let results = Results {
+            unloaded,
+            throughput,
+            loaded,
+            failed_runs: Vec::new(),
+            homa_baseline: baseline.clone(),
+            tcp_baseline: baseline,
+            idle: {
+                let mut idle = cost(0);
+                idle.wall_s = 0.5;
+                idle.used = Some(Usage {
+                    user_us: 3_000,
+                    system_us: 2_000,
+                    voluntary: 400,
+                    involuntary: 100,
+                });
+                idle
+            },
+        };
+        (ctx, results, m)
+    }
+
+    #[test]
+    fn every_phase_reports_its_cost_per_rpc_in_json() {
+        let (ctx, results, _) = fixture();
+        let j = json(&ctx, &results);
+        for section in ["unloaded", "throughput", "loaded"] {
+            let Some(Json::Array(entries)) = j.get(section) else {
+                panic!("no {section} array");
+            };
+            assert!(!entries.is_empty(), "{section} is empty");
+            for e in entries {
+                assert_eq!(
+                    e.get("cpu_us_per_rpc"),
+                    Some(&Json::Float(10.0)),
+                    "{section}"
+                );
+                assert_eq!(e.get("ctx_switches_per_rpc"), Some(&Json::Float(3.0)));
+                let c = e.get("cost").expect("a cost object");
+                assert_eq!(
+                    c.get("voluntary_ctx_switches_per_rpc"),
+                    Some(&Json::Float(2.0))
+                );
+                // The old fields stay.
+                assert!(e.get("transport").is_some());
+            }
+        }
+        let Some(Json::Array(t)) = j.get("throughput") else {
+            unreachable!()
+        };
+        assert_eq!(t[0].get("cpu_s"), Some(&Json::Float(1.5)));
+        let idle = j.get("idle").expect("an idle object");
+        assert_eq!(idle.get("cpu_ms_per_s"), Some(&Json::Float(10.0)));
+        assert_eq!(idle.get("ctx_switches_per_s"), Some(&Json::Float(1000.0)));
+        assert_eq!(idle.get("cpu_us_per_rpc"), None);
+        let config = j.get("config").unwrap();
+        assert!(config.get("cpu_scope").is_some());
+        assert!(config.get("cost_scope").is_some() && config.get("cost_definition").is_some());
+    }
+
+    #[test]
+    fn tables_and_csv_show_the_cost_columns() {
+        let (ctx, results, _) = fixture();
+        let t = text(&ctx, &results);
+        assert!(t.contains("Cost per measured RPC"), "{t}");
+        assert!(
+            t.contains("idle      10.0 CPU ms/s, 1000 context switches/s"),
+            "{t}"
+        );
+        assert!(t.contains("CPU µs/msg") && t.contains("CPU µs/RPC"), "{t}");
+        // 10 µs and 3 switches per RPC, in every phase's rows.
+        let unloaded_row = t
+            .lines()
+            .skip_while(|l| !l.contains("Cost per measured RPC"))
+            .nth(2)
+            .unwrap();
+        assert_eq!(
+            unloaded_row.split_whitespace().collect::<Vec<_>>(),
+            ["100", "B", "|", "10.00", "3.00", "|", "10.00", "3.00", "|", "10.00", "3.00"]
+        );
+        let homa_throughput = t
+            .lines()
+            .skip_while(|l| !l.starts_with("2. Throughput"))
+            .find(|l| l.trim_start().starts_with("homa"))
+            .unwrap();
+        assert!(
+            homa_throughput.ends_with("10.00   3.00"),
+            "{homa_throughput}"
+        );
+        let c = csv(&ctx, &results);
+        let mut lines = c.lines();
+        let header: Vec<&str> = lines.next().unwrap().split(',').collect();
+        assert_eq!(header.len(), CSV_COLUMNS.len());
+        assert_eq!(
+            header[header.len() - 2..],
+            ["cpu_us_per_rpc", "ctx_switches_per_rpc"]
+        );
+        for line in lines.filter(|l| {
+            l.starts_with("unloaded,") || l.starts_with("throughput,") || l.starts_with("loaded,")
+        }) {
+            assert!(line.ends_with(",10.0,3.0"), "{line}");
+            assert_eq!(line.split(',').count(), CSV_COLUMNS.len(), "{line}");
+        }
+    }
+
+    #[test]
+    fn an_unmeasured_cost_is_a_dash_and_null() {
+        let (ctx, mut results, _) = fixture();
+        results.throughput[0].1.cost = Cost::default();
+        let t = text(&ctx, &results);
+        let homa_throughput = t
+            .lines()
+            .skip_while(|l| !l.starts_with("2. Throughput"))
+            .find(|l| l.trim_start().starts_with("homa"))
+            .unwrap();
+        assert!(homa_throughput.ends_with("—      —"), "{homa_throughput}");
+        let j = json(&ctx, &results).to_compact();
+        assert!(j.contains("\"cpu_us_per_rpc\":null"));
+    }
 }

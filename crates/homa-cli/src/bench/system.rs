@@ -5,6 +5,8 @@ use std::net::{SocketAddr, UdpSocket};
 use std::os::fd::AsRawFd;
 use std::time::{Duration, Instant};
 
+use super::cost::Usage;
+
 /// Facts about the machine a run was made on.
 #[derive(Debug, Clone)]
 pub(crate) struct Machine {
@@ -119,9 +121,13 @@ pub(crate) fn poll(fds: &mut [libc::pollfd], timeout: Option<Duration>) -> io::R
     Ok(n as usize)
 }
 
-/// Like [`poll`], but first spins (polling without sleeping) for up to `spin`, as the
-/// Homa socket does before it sleeps: every transport of the benchmark waits the same
-/// way, so the comparison is about protocols, not about wake-up latency.
+/// Like [`poll`], but first busy-polls for up to `spin`, as the Homa socket does before
+/// it sleeps (`SocketConfig::busy_poll`): non-blocking polls (`ppoll` with a zero
+/// timeout) with `sched_yield` between them, so that a peer sharing this CPU (the other
+/// end of a loopback RPC on a busy machine) runs at once instead of after the whole
+/// spin; then one blocking `ppoll` for the rest of `timeout`. Every transport of the
+/// benchmark waits this way, with the same `spin` (`--busy-poll-us`), so the comparison
+/// is about protocols, not about wake-up latency or who hogs a core.
 pub(crate) fn poll_spin(
     fds: &mut [libc::pollfd],
     timeout: Option<Duration>,
@@ -138,23 +144,37 @@ pub(crate) fn poll_spin(
             if start.elapsed() >= spin {
                 break;
             }
-            std::hint::spin_loop();
+            std::thread::yield_now();
         }
     }
     poll(fds, timeout.map(|t| t.saturating_sub(start.elapsed())))
 }
 
-/// CPU seconds (user + system) this process has used so far, all threads together.
-pub(crate) fn cpu_seconds() -> f64 {
+fn rusage_self() -> Option<libc::rusage> {
     // SAFETY: an all-zero rusage is a valid value of this plain C struct.
     let mut u: libc::rusage = unsafe { std::mem::zeroed() };
     // SAFETY: `u` is valid for writes of one rusage.
     let r = unsafe { libc::getrusage(libc::RUSAGE_SELF, &mut u) };
-    if r != 0 {
-        return f64::NAN;
-    }
-    let tv = |t: libc::timeval| t.tv_sec as f64 + t.tv_usec as f64 / 1e6;
-    tv(u.ru_utime) + tv(u.ru_stime)
+    (r == 0).then_some(u)
+}
+
+/// CPU seconds (user + system) this process has used so far, all threads together.
+pub(crate) fn cpu_seconds() -> f64 {
+    usage().map_or(f64::NAN, |u| u.cpu_us() as f64 / 1e6)
+}
+
+/// What this process has used so far (`getrusage(RUSAGE_SELF)`): CPU time and context
+/// switches of all its threads, those running and those finished. In `homa bench` the
+/// servers are threads of this process, so both ends of every RPC are counted.
+pub(crate) fn usage() -> Option<Usage> {
+    let u = rusage_self()?;
+    let us = |t: libc::timeval| (t.tv_sec.max(0) as u64) * 1_000_000 + t.tv_usec.max(0) as u64;
+    Some(Usage {
+        user_us: us(u.ru_utime),
+        system_us: us(u.ru_stime),
+        voluntary: u.ru_nvcsw.max(0) as u64,
+        involuntary: u.ru_nivcsw.max(0) as u64,
+    })
 }
 
 #[cfg(test)]
@@ -166,6 +186,8 @@ mod tests {
         let m = Machine::probe();
         assert!(m.cpus >= 1);
         assert!(cpu_seconds() >= 0.0);
+        let (a, b) = (usage().unwrap(), usage().unwrap());
+        assert!(b.cpu_us() >= a.cpu_us() && b.switches() >= a.switches());
         assert!(path_mtu("127.0.0.1:9".parse().unwrap()).is_some_and(|m| m >= 1280));
         assert!(interface_mtu("no-such-interface").is_none());
     }
