@@ -31,13 +31,14 @@ pub struct SocketConfig {
     pub(crate) region: Option<RecvRegion>,
     pub(crate) socket_buffer: usize,
     pub(crate) poll: Duration,
-    pub(crate) unsched_loopback: u32,
+    /// `None`: the transport's default (see `loopback_unsched_bytes`).
+    pub(crate) unsched_loopback: Option<u32>,
 }
 
 impl Default for SocketConfig {
     /// UDP, IPv4, the kernel's protocol defaults, MTU 1500 off loopback, a 64 MiB receive
     /// region allocated by the library, 16 MiB kernel socket buffers, 50 µs of busy polling,
-    /// whole messages unscheduled to loopback peers.
+    /// whole messages unscheduled to loopback peers over UDP.
     fn default() -> Self {
         SocketConfig {
             protocol: Config::default(),
@@ -48,7 +49,7 @@ impl Default for SocketConfig {
             region: None,
             socket_buffer: 16 << 20,
             poll: Duration::from_micros(50),
-            unsched_loopback: homa_proto::wire::MAX_MESSAGE_LENGTH,
+            unsched_loopback: None,
         }
     }
 }
@@ -115,12 +116,13 @@ impl SocketConfig {
     }
 
     /// Unscheduled bytes of messages to loopback peers (127.0.0.0/8, ::1): the loopback
-    /// path's RTT-bytes. Default 1,000,000, the longest message: over loopback a GRANT
-    /// round trip costs as much as moving the bytes and there is no switch queue to
-    /// protect, so no message waits for a grant. Other destinations use the protocol's
-    /// `unsched_bytes` (the kernel's 40,000 by default), so traffic on a real link, and
-    /// raw-IP interoperation with the kernel module, is unchanged. A server's responses
-    /// follow its own setting.
+    /// path's RTT-bytes. Default over UDP 1,000,000, the longest message: over loopback
+    /// a GRANT round trip costs as much as moving the bytes and there is no switch queue
+    /// to protect, so no message waits for a grant. Over raw IP the default is the
+    /// protocol's `unsched_bytes`, as for every destination: a raw-IP peer on the same
+    /// host may be the kernel module, which expects the kernel's behaviour. Other
+    /// destinations always use `unsched_bytes` (the kernel's 40,000 by default), so
+    /// traffic on a real link is unchanged. A server's responses follow its own setting.
     ///
     /// ```
     /// use homa_socket::SocketConfig;
@@ -129,7 +131,7 @@ impl SocketConfig {
     /// # let _ = config;
     /// ```
     pub fn loopback_unsched_bytes(mut self, bytes: u32) -> Self {
-        self.unsched_loopback = bytes;
+        self.unsched_loopback = Some(bytes);
         self
     }
 }

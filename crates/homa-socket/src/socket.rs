@@ -103,15 +103,17 @@ impl Socket {
             ));
         }
         let max = homa_proto::wire::MAX_MESSAGE_LENGTH;
-        if !(1..=max).contains(&config.unsched_loopback) {
-            return Err(Error::invalid(
-                "loopback_unsched_bytes",
-                format!(
-                    "{} is out of range: allowed 1..={max}",
-                    config.unsched_loopback
-                ),
-            ));
-        }
+        let unsched_loopback = match (config.unsched_loopback, config.transport) {
+            (Some(bytes), _) if !(1..=max).contains(&bytes) => {
+                return Err(Error::invalid(
+                    "loopback_unsched_bytes",
+                    format!("{bytes} is out of range: allowed 1..={max}"),
+                ))
+            }
+            (Some(bytes), _) => Some(bytes),
+            (None, crate::TransportKind::Udp) => Some(max),
+            (None, crate::TransportKind::RawIp) => None,
+        };
         let region = match config.region {
             Some(r) => r,
             None => {
@@ -144,7 +146,7 @@ impl Socket {
         options.max_packet_v4 = v4;
         options.max_packet_v6 = v6;
         options.max_packet_loopback = Some(loopback);
-        options.unsched_loopback = Some(config.unsched_loopback);
+        options.unsched_loopback = unsched_loopback;
         let engine = Engine::new(config.protocol, options, region.writer())
             .map_err(|e| Error::invalid("config", e.to_string()))?;
         let (inner, background) =

@@ -23,6 +23,9 @@ pub(crate) struct Waiters {
     send: HashMap<u64, Waker>,
     /// The task that waits on the reactor for the socket's file descriptor.
     pub(crate) reactor: Option<u64>,
+    /// A task was woken to take the reactor duty and has not polled since: waking
+    /// another would only be a spurious wake-up.
+    handoff_pending: bool,
 }
 
 impl Waiters {
@@ -36,6 +39,7 @@ impl Waiters {
     /// Registers (or refreshes) a task waiting for a message.
     #[cfg_attr(not(feature = "tokio"), allow(dead_code))]
     pub(crate) fn wait_recv(&mut self, token: u64, want: Want, waker: &Waker) {
+        self.handoff_pending = false;
         match self.recv.get_mut(&token) {
             Some((w, old)) => {
                 *w = want;
@@ -57,11 +61,12 @@ impl Waiters {
     /// waiting task is woken to take over.
     #[cfg_attr(not(feature = "tokio"), allow(dead_code))]
     pub(crate) fn remove(&mut self, token: u64) {
+        self.handoff_pending = false;
         self.recv.remove(&token);
         self.send.remove(&token);
         if self.reactor == Some(token) {
             self.reactor = None;
-            self.wake_one(|_| true);
+            self.wake_any();
         }
     }
 
@@ -100,7 +105,9 @@ impl Waiters {
 
     /// Wakes one waiting receiver, whatever it waits for (to take the reactor duty).
     pub(crate) fn wake_any(&mut self) {
-        self.wake_one(|_| true);
+        if !self.handoff_pending {
+            self.handoff_pending = self.wake_one(|_| true);
+        }
     }
 
     /// Wakes (and unregisters) one receiving task whose want `accepts`; returns whether

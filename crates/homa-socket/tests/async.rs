@@ -97,7 +97,12 @@ async fn a_response_wakes_only_the_task_waiting_for_it() {
         .await
         .unwrap();
         let later = requests.split_off(4);
-        // Polls so far (a raw IP socket also sees its own requests go out) do not count.
+        // Every task has been polled (it waits now); polls so far do not count.
+        let deadline = std::time::Instant::now() + RECV_LIMIT;
+        while polls.iter().any(|p| p.load(Ordering::SeqCst) == 0) {
+            assert!(std::time::Instant::now() < deadline, "tasks never polled");
+            tokio::task::yield_now().await;
+        }
         let before: Vec<usize> = polls.iter().map(|p| p.load(Ordering::SeqCst)).collect();
         for r in &requests {
             r.reply(&r.to_vec()).unwrap();
