@@ -218,12 +218,17 @@ struct Summary {
     homa_tcp_short_p99: f64,
 }
 
-fn p50_at(results: &Results, kind: Kind, size: u32) -> f64 {
+/// The unloaded result of one transport at one size, if measured.
+fn unloaded_of(results: &Results, kind: Kind, size: u32) -> Option<&Unloaded> {
     results
         .unloaded
         .iter()
         .find(|(k, u)| *k == kind && u.size == size)
-        .map_or(f64::NAN, |(_, u)| u.percentile_us(50.0))
+        .map(|(_, u)| u)
+}
+
+fn p50_at(results: &Results, kind: Kind, size: u32) -> f64 {
+    unloaded_of(results, kind, size).map_or(f64::NAN, |u| u.percentile_us(50.0))
 }
 
 fn run_of(results: &Results, kind: Kind) -> Option<&LoadedRun> {
@@ -358,13 +363,7 @@ pub(crate) fn text(ctx: &Context, results: &Results) -> String {
         "size", "Homa P50", "P99", "TCP P50", "P99", "UDP P50", "P99", "RPCs"
     );
     for &size in &TABLE_SIZES {
-        let cell = |kind| {
-            results
-                .unloaded
-                .iter()
-                .find(|(k, u)| *k == kind && u.size == size)
-                .map(|(_, u)| u)
-        };
+        let cell = |kind| unloaded_of(results, kind, size);
         let pair = |u: Option<&Unloaded>| match u {
             Some(u) => format!(
                 "{} {}",
@@ -412,13 +411,9 @@ pub(crate) fn text(ctx: &Context, results: &Results) -> String {
     );
     for &size in &TABLE_SIZES {
         let cell = |kind| {
-            results
-                .unloaded
-                .iter()
-                .find(|(k, u)| *k == kind && u.size == size)
-                .map_or(format!("{:>9} {:>6}", "—", "—"), |(_, u)| {
-                    cost_cells(&u.cost, 9)
-                })
+            unloaded_of(results, kind, size).map_or(format!("{:>9} {:>6}", "—", "—"), |u| {
+                cost_cells(&u.cost, 9)
+            })
         };
         let _ = writeln!(
             o,
