@@ -43,6 +43,7 @@ use std::time::Duration;
 
 use homa_proto::engine::{Payload, Unreachable};
 
+pub(crate) mod bpf;
 pub(crate) mod raw;
 pub(crate) mod sys;
 pub(crate) mod udp;

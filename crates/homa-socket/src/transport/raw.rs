@@ -69,6 +69,7 @@ use std::time::{Duration, Instant};
 use homa_proto::engine::Unreachable;
 use homa_proto::wire::{fill_checksum_split, IPPROTO_HOMA};
 
+use super::bpf::{bpf_stmt, JEQ_K, LDX_B_MSH, LD_H_ABS, LD_H_IND, RET_K};
 use super::sys::{self, QueuedError, RecvScratch, IPV4_HEADER_LEN};
 use super::udp::{bind_random_client_port, drain_error_queue, lock, send_messages};
 use super::udp::{recv_batch, SendState, MIN_CLIENT_PORT};
@@ -120,33 +121,10 @@ fn reservation_name(port: u16) -> String {
     format!("homa-rs/raw-ip-port/{port}")
 }
 
-// Classic BPF (Linux `Documentation/networking/filter.rst`): instruction classes, sizes,
-// modes and sources, as the kernel's `linux/bpf_common.h` numbers them (libc's u32
-// constants, narrowed to the u16 `code` of `struct sock_filter`).
-/// `ldxb 4*([k]&0xf)`: X = 4 × (low nibble of byte k), the IPv4 header length.
-const LDX_B_MSH: u16 = (libc::BPF_LDX | libc::BPF_B | libc::BPF_MSH) as u16;
-/// `ldh [x + k]`: A = the big-endian 16-bit word at X + k.
-const LD_H_IND: u16 = (libc::BPF_LD | libc::BPF_H | libc::BPF_IND) as u16;
-/// `ldh [k]`: A = the big-endian 16-bit word at k.
-const LD_H_ABS: u16 = (libc::BPF_LD | libc::BPF_H | libc::BPF_ABS) as u16;
-/// `jeq #k, jt, jf`: skip `jt` instructions if A == k, else `jf`.
-const JEQ_K: u16 = (libc::BPF_JMP | libc::BPF_JEQ | libc::BPF_K) as u16;
-/// `ret #k`: keep (at most) k bytes of the datagram; 0 drops it.
-const RET_K: u16 = (libc::BPF_RET | libc::BPF_K) as u16;
 /// What `ret` returns to keep the whole datagram.
 const KEEP_ALL: u32 = u32::MAX;
 /// Offset of the destination port in the Homa common header (PROTOCOL.md 1.4).
 const DPORT_AT: u32 = 2;
-
-/// One BPF instruction that does not jump.
-const fn bpf_stmt(code: u16, k: u32) -> libc::sock_filter {
-    libc::sock_filter {
-        code,
-        jt: 0,
-        jf: 0,
-        k,
-    }
-}
 
 /// A socket filter that drops everything (while the queue is emptied, see `open`).
 const DROP_ALL: [libc::sock_filter; 1] = [bpf_stmt(RET_K, 0)];

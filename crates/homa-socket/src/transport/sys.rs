@@ -296,6 +296,20 @@ pub(crate) fn bind_abstract(name: &[u8]) -> io::Result<OwnedFd> {
 /// (and only that many of its bytes). The kernel checks the program; an invalid one
 /// fails with EINVAL.
 pub(crate) fn attach_filter(fd: RawFd, program: &[libc::sock_filter]) -> io::Result<()> {
+    attach_program(fd, libc::SO_ATTACH_FILTER, program)
+}
+
+/// Attaches the classic BPF program `program` as the reuseport program of the
+/// `SO_REUSEPORT` group `fd` belongs to (`SO_ATTACH_REUSEPORT_CBPF`): for each datagram
+/// to the group's port the kernel runs it on the datagram's payload (past the UDP
+/// header) and delivers the datagram to the group's socket of the index it returns, in
+/// the order they joined (an index out of range falls back to the kernel's hash).
+pub(crate) fn attach_reuseport_program(fd: RawFd, program: &[libc::sock_filter]) -> io::Result<()> {
+    attach_program(fd, libc::SO_ATTACH_REUSEPORT_CBPF, program)
+}
+
+/// `setsockopt(SOL_SOCKET, option)` with a classic BPF program.
+fn attach_program(fd: RawFd, option: c_int, program: &[libc::sock_filter]) -> io::Result<()> {
     let len = u16::try_from(program.len())
         .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "filter program too long"))?;
     let fprog = libc::sock_fprog {
@@ -311,7 +325,7 @@ pub(crate) fn attach_filter(fd: RawFd, program: &[libc::sock_filter]) -> io::Res
         libc::setsockopt(
             fd,
             libc::SOL_SOCKET,
-            libc::SO_ATTACH_FILTER,
+            option,
             std::ptr::from_ref(&fprog).cast(),
             size_of::<libc::sock_fprog>() as libc::socklen_t,
         )

@@ -55,6 +55,7 @@ use std::time::{Duration, Instant};
 
 use homa_proto::engine::Unreachable;
 
+use super::bpf::{bpf_stmt, LD_H_ABS, MOD_K, RET_A};
 use super::sys::{self, QueuedError, RecvScratch, SendScratch};
 use super::{Family, RecvBatch, SendBatch, SendCounters, TransportOptions, TransportStats};
 
@@ -437,12 +438,17 @@ impl UdpTransport {
             }
             None => Self::bind_client(options)?,
         };
+        Self::from_fd(fd, options)
+    }
+
+    /// The transport around a bound socket.
+    fn from_fd(fd: OwnedFd, options: &TransportOptions) -> Result<Self, crate::Error> {
         let port = sys::local_addr(fd.as_raw_fd())
             .map_err(|e| crate::Error::io("reading the UDP socket's port", e))?
             .port();
         Ok(UdpTransport {
             fd,
-            family,
+            family: options.family,
             port,
             mtu: options.mtu,
             send: Mutex::new(SendState::new(64)),
@@ -452,6 +458,60 @@ impl UdpTransport {
             truncated: AtomicU64::new(0),
             sport_mismatch: AtomicU64::new(0),
         })
+    }
+
+    /// Opens `shards` sockets on server port `options.port` as one `SO_REUSEPORT` group
+    /// (step one of a port served by several engines, issue 11 item 6; not used by the
+    /// socket API yet). A reuseport program sends each datagram to the socket of index
+    /// (its Homa source port, the first two bytes of its payload) mod `shards`, so all
+    /// the packets of a client port (each of its RPCs, every packet type) reach the same
+    /// shard, and the responses to a request sent to server port `p` reach shard
+    /// `p % shards`. Any socket of the same user that sets `SO_REUSEPORT` could join the
+    /// group (and receive a share); a socket without it cannot bind the port.
+    #[cfg_attr(not(test), allow(dead_code))]
+    pub(crate) fn open_shards(
+        options: &TransportOptions,
+        shards: u16,
+    ) -> Result<Vec<Self>, crate::Error> {
+        let port = match options.port {
+            Some(p) if (1..MIN_CLIENT_PORT).contains(&p) => p,
+            other => {
+                return Err(crate::Error::invalid(
+                    "port",
+                    format!("a sharded port must be a server port in 1..=32767, not {other:?}"),
+                ))
+            }
+        };
+        if !(1..=256).contains(&shards) {
+            return Err(crate::Error::invalid(
+                "shards",
+                format!("{shards} is out of range: allowed 1..=256"),
+            ));
+        }
+        let mut fds = Vec::with_capacity(usize::from(shards));
+        for _ in 0..shards {
+            let fd = Self::new_socket(options)?;
+            sys::set_option(fd.as_raw_fd(), libc::SOL_SOCKET, libc::SO_REUSEPORT, 1)
+                .map_err(|e| crate::Error::io("setting SO_REUSEPORT on a shard's socket", e))?;
+            sys::bind(
+                fd.as_raw_fd(),
+                SocketAddr::new(unspecified(options.family), port),
+            )
+            .map_err(|e| crate::Error::io("binding a shard's socket to the server port", e))?;
+            fds.push(fd);
+        }
+        let program = [
+            bpf_stmt(LD_H_ABS, 0),
+            bpf_stmt(MOD_K, u32::from(shards)),
+            bpf_stmt(RET_A, 0),
+        ];
+        if let Some(first) = fds.first() {
+            sys::attach_reuseport_program(first.as_raw_fd(), &program)
+                .map_err(|e| crate::Error::io("attaching the shards' reuseport program", e))?;
+        }
+        fds.into_iter()
+            .map(|fd| Self::from_fd(fd, options))
+            .collect()
     }
 
     /// A configured, unbound socket.
@@ -1166,6 +1226,46 @@ mod tests {
             assert_eq!(stats.truncated, 0);
             let mut batch = RecvBatch::new(100, 8);
             assert_eq!(server.recv(&mut batch).unwrap(), 0);
+        }
+    }
+
+    /// A sharded server port: every datagram goes to the shard of its Homa source port
+    /// mod the number of shards, and no other shard sees it; a socket without
+    /// SO_REUSEPORT cannot take the port.
+    #[test]
+    fn udp_shards_split_a_port_by_the_senders_port() {
+        for family in [Family::V4, Family::V6] {
+            let (port, shards) = (0..100)
+                .find_map(|_| {
+                    let port = 10_000 + (sys::random_u64() % 22_000) as u16;
+                    UdpTransport::open_shards(&options(family, Some(port)), 4)
+                        .ok()
+                        .map(|s| (port, s))
+                })
+                .expect("a free port for four shards");
+            assert!(UdpTransport::open(&options(family, Some(port))).is_err());
+            let to = SocketAddr::new(family.loopback(), port);
+            let senders: Vec<std::net::UdpSocket> = (0..8)
+                .map(|_| std::net::UdpSocket::bind(SocketAddr::new(family.loopback(), 0)).unwrap())
+                .collect();
+            let mut expected = vec![Vec::new(); 4];
+            for (k, sender) in senders.iter().enumerate() {
+                let own = sender.local_addr().unwrap().port();
+                let p = packet(own, k as u8, 40);
+                sender.send_to(&p, to).unwrap();
+                expected[usize::from(own % 4)].push(p);
+            }
+            for (i, shard) in shards.iter().enumerate() {
+                let mut got: Vec<Vec<u8>> = receive(shard, 100, expected[i].len())
+                    .into_iter()
+                    .map(|g| g.1)
+                    .collect();
+                got.sort();
+                expected[i].sort();
+                assert_eq!(got, expected[i], "{family:?}: shard {i}");
+                let mut batch = RecvBatch::new(100, 8);
+                assert_eq!(shard.recv(&mut batch).unwrap(), 0, "{family:?}: shard {i}");
+            }
         }
     }
 
