@@ -431,36 +431,6 @@ impl<R: Region> Engine<R> {
         self.queued_bytes
     }
 
-    /// Whether a message is part-way through the network: an outgoing one with bytes not
-    /// yet sent (waiting for grants or for the pacer), or an incoming one that the grant
-    /// scheduler tracks. A driver should then handle packets as they come (GRANTs and
-    /// DATA move the transfer on) rather than only at its next timer. O(RPCs) while
-    /// outgoing messages exist, O(1) otherwise.
-    ///
-    /// ```
-    /// use homa_proto::engine::{Engine, EngineOptions};
-    /// use homa_proto::{Config, Time};
-    ///
-    /// let mut client = Engine::new(Config::default(), EngineOptions::client(40000, 1), vec![0; 1 << 20])?;
-    /// assert!(!client.is_transferring());
-    /// let server = "10.0.0.2:4000".parse().unwrap();
-    /// client.send_request(Time::ZERO, server, vec![0; 500_000], 0)?;
-    /// assert!(client.is_transferring(), "most of it waits for grants");
-    /// # Ok::<(), Box<dyn std::error::Error>>(())
-    /// ```
-    pub fn is_transferring(&self) -> bool {
-        if !self.sendable.is_empty() || !self.grants.is_empty() {
-            return true;
-        }
-        self.queued_bytes > 0
-            && self.rpcs.keys().any(|k| {
-                self.rpcs
-                    .get(k)
-                    .and_then(|r| r.msgout.as_ref())
-                    .is_some_and(|m| !m.fully_sent())
-            })
-    }
-
     /// Unscheduled bytes of a message to `dest` (PROTOCOL.md 3.2: RTT-bytes of the path).
     pub(crate) fn unsched_to(&self, dest: IpAddr) -> u32 {
         match self.options.unsched_loopback {

@@ -485,6 +485,7 @@ impl GrantScheduler {
         self.msgs.len()
     }
 
+    #[cfg(test)]
     /// Whether no message is tracked.
     pub(crate) fn is_empty(&self) -> bool {
         self.msgs.is_empty()
@@ -931,38 +932,25 @@ impl<R: Region> Engine<R> {
         self.grant_scratch = decisions;
     }
 
-    /// Once per tick: a scheduled message whose sender owes granted bytes and has sent
-    /// nothing new for `resend_ticks` ticks leaves the scheduler, so that its granted
-    /// bytes stop counting against `max_incoming` and its slot goes to a sender that
-    /// sends; it rejoins when new bytes arrive (`incoming.rs`). Loss recovery goes on as
-    /// before (RESENDs, then the timeout). The kernel keeps such a message scheduled
-    /// until its RPC ends; a peer that announces large messages and never sends what it
-    /// is granted would then hold the grants of every other sender. O(RPCs), only while
-    /// messages are scheduled.
-    pub(crate) fn unschedule_idle_senders(&mut self) {
-        if self.grants.is_empty() {
-            return;
-        }
+    /// On each tick, for RPC `key`: a scheduled message whose sender owes granted bytes
+    /// and has sent nothing new for `resend_ticks` ticks leaves the scheduler, so that its
+    /// granted bytes stop counting against `max_incoming` and its slot goes to a sender
+    /// that sends; it rejoins when new bytes arrive (`incoming.rs`). Loss recovery goes
+    /// on as before (RESENDs, then the timeout). The kernel keeps such a message
+    /// scheduled until its RPC ends; a peer that announces large messages and never sends
+    /// what it is granted would then hold the grants of every other sender.
+    pub(crate) fn unschedule_if_idle(&mut self, key: u32) {
         let idle_after = u64::from(self.config.resend_ticks());
         let ticks = self.ticks;
-        let mut keys = core::mem::take(&mut self.scratch_keys);
-        keys.clear();
-        keys.extend(self.rpcs.keys());
-        for &key in &keys {
-            let Some(m) = self.rpcs.get_mut(key).and_then(|r| r.msgin.as_mut()) else {
-                continue;
-            };
-            if m.scheduled
-                && m.received < m.granted
-                && ticks.saturating_sub(m.progress_tick) >= idle_after
-            {
-                m.scheduled = false;
-                self.grants.remove(key);
-                self.grants_dirty = true;
-                self.stats.idle_unscheduled += 1;
-            }
+        let Some(m) = self.rpcs.get_mut(key).and_then(|r| r.msgin.as_mut()) else {
+            return;
+        };
+        if m.scheduled && m.received < m.granted && m.idle_for(ticks, idle_after) {
+            m.scheduled = false;
+            self.grants.remove(key);
+            self.grants_dirty = true;
+            self.stats.idle_unscheduled += 1;
         }
-        self.scratch_keys = keys;
     }
 }
 

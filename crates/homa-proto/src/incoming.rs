@@ -92,6 +92,12 @@ impl InMessage {
         self.seg = 0;
     }
 
+    /// Whether its sender has sent nothing new for at least `ticks` ticks, at engine
+    /// tick `now` (`grant.rs`, `stall.rs`).
+    pub(crate) fn idle_for(&self, now: u64, ticks: u64) -> bool {
+        now.saturating_sub(self.progress_tick) >= ticks
+    }
+
     /// Whether every byte has arrived.
     pub(crate) fn is_complete(&self) -> bool {
         self.received == self.length

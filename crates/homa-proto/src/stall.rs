@@ -101,7 +101,7 @@ impl<R: Region> Engine<R> {
             if m.buffers.is_some()
                 && !m.is_complete()
                 && m.length >= need
-                && self.ticks.saturating_sub(m.progress_tick) >= idle_after
+                && m.idle_for(self.ticks, idle_after)
             {
                 idle.push((m.received < m.granted, m.length, key));
             }

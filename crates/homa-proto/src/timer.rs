@@ -25,6 +25,8 @@ impl<R: Region> Engine<R> {
         keys.clear();
         keys.extend(self.rpcs.keys());
         for &key in &keys {
+            // 0. A message whose sender went idle gives up its grants.
+            self.unschedule_if_idle(key);
             let Some(rpc) = self.rpcs.get_mut(key) else {
                 continue;
             };
@@ -88,9 +90,8 @@ impl<R: Region> Engine<R> {
             };
             self.queue_control(to, Repr::Ack(crate::wire::AckRepr { common, acks }));
         }
-        // 6. Messages whose senders went idle give up their grants, and their buffer
-        //    space if a stalled message needs it.
-        self.unschedule_idle_senders();
+        // 6. Messages whose senders went idle give up their buffer space if a stalled
+        //    message needs it.
         self.reclaim_idle_buffers(now);
         if tick % COMPACT_TICKS == 0 {
             self.compact();
