@@ -25,7 +25,8 @@
 //!   for the role back (through an eventfd). So a live process answers RESENDs (with data
 //!   or BUSY) within about a tick even when every application thread computes, and a hand-off
 //!   happens only after an application has been away for a tick. With nothing to watch
-//!   (no RPCs, no waiting tasks) it sleeps until a send or an async task nudges it;
+//!   (no RPCs, no waiting tasks) it sleeps until a drive, a send or an async task
+//!   nudges it (or 100 ms pass);
 //! * sending threads transmit their own packets directly under the lock.
 //!
 //! Received packets are batched (`recvmmsg`), and so are sent ones (`sendmmsg`, UDP GSO;
@@ -519,10 +520,9 @@ impl Inner {
         Ok(Ok(v))
     }
 
-    /// Wakes the watchdog if it sleeps without a timeout (the socket had nothing to
-    /// time): a new RPC (sent, or arrived during a drive) or a waiting async task needs
-    /// it. At most once per sleep, and it
-    /// goes idle only when it wakes, so this costs a system call at most once a tick.
+    /// Wakes the watchdog if it sleeps idle (the socket had nothing to time): a new RPC
+    /// (sent, or arrived during a drive) or a waiting async task needs it. It goes idle
+    /// only when it wakes, so this costs a system call at most once per idle sleep.
     pub(crate) fn nudge_watchdog(&self, core: &mut Core) {
         if core.watchdog_idle {
             core.watchdog_idle = false;
@@ -543,17 +543,27 @@ impl Inner {
                     bytes = back;
                     // Outgoing messages finish as responses and acks arrive (the driver,
                     // or the watchdog once nobody drives, receives them).
-                    let mut core = self.lock();
-                    core.app_waiters += 1;
-                    let mut core = self
-                        .cond
-                        .wait_timeout(core, Duration::from_millis(1))
-                        .unwrap_or_else(|p| p.into_inner())
-                        .0;
-                    core.app_waiters -= 1;
+                    drop(self.wait_for_notice(self.lock(), Duration::from_millis(1)));
                 }
             }
         }
+    }
+
+    /// Blocks on `cond` for at most `timeout`, counted in `app_waiters` so that drivers
+    /// know to notify.
+    fn wait_for_notice<'a>(
+        &'a self,
+        mut core: MutexGuard<'a, Core>,
+        timeout: Duration,
+    ) -> MutexGuard<'a, Core> {
+        core.app_waiters += 1;
+        let mut core = self
+            .cond
+            .wait_timeout(core, timeout)
+            .unwrap_or_else(|p| p.into_inner())
+            .0;
+        core.app_waiters -= 1;
+        core
     }
 
     /// Wakes the application threads blocked on `cond`, if there are any (queued
@@ -630,13 +640,7 @@ impl Inner {
                     let wait = deadline
                         .map(|d| d.saturating_duration_since(Instant::now()))
                         .unwrap_or(Duration::from_millis(100));
-                    core.app_waiters += 1;
-                    core = self
-                        .cond
-                        .wait_timeout(core, wait)
-                        .unwrap_or_else(|p| p.into_inner())
-                        .0;
-                    core.app_waiters -= 1;
+                    core = self.wait_for_notice(core, wait);
                     if driver == Driver::Background {
                         core.apps_wanting -= 1;
                     }
@@ -847,26 +851,21 @@ impl Inner {
                 }
             }
             // Sleep until the grace period after the last drive ends (or the engine's
-            // next timer, if earlier); with nothing to watch, until nudged.
-            let wake_at = needed.then(|| {
+            // next timer, if earlier); with nothing to watch, idle: until nudged (or for
+            // at most 100 ms).
+            core.watchdog_idle = !needed;
+            let sleep = if needed {
                 let at = engine_at.map_or(grace_end, |t| t.min(grace_end));
                 at.max(now + engine::TICK / 8)
-            });
-            core.watchdog_idle = wake_at.is_none();
-            core = match wake_at {
-                Some(at) => {
-                    self.watchdog
-                        .wait_timeout(core, at.saturating_duration_since(now))
-                        .unwrap_or_else(|p| p.into_inner())
-                        .0
-                }
-                None => {
-                    self.watchdog
-                        .wait_timeout(core, Duration::from_millis(100))
-                        .unwrap_or_else(|p| p.into_inner())
-                        .0
-                }
+                    .saturating_duration_since(now)
+            } else {
+                Duration::from_millis(100)
             };
+            core = self
+                .watchdog
+                .wait_timeout(core, sleep)
+                .unwrap_or_else(|p| p.into_inner())
+                .0;
             core.watchdog_idle = false;
         }
     }
