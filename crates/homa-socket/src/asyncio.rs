@@ -132,8 +132,7 @@ impl AsyncSocket {
     ) -> Result<u64, Error> {
         self.socket.check_family(dest)?;
         let bytes = crate::socket::gather(message)?;
-        self.send(bytes, move |e, now, b| e.send_request(now, dest, b, cookie))
-            .await
+        self.send_request_owned(dest, bytes, cookie).await
     }
 
     /// [`send_request`](Self::send_request) that takes the message's buffer (no
@@ -184,8 +183,7 @@ impl AsyncSocket {
     ) -> Result<(), Error> {
         self.socket.check_family(client)?;
         let bytes = crate::socket::gather(&[IoSlice::new(message)])?;
-        self.send(bytes, move |e, now, b| e.send_response(now, client, id, b))
-            .await
+        self.send_response_owned(client, id, bytes).await
     }
 
     async fn send<T>(

@@ -130,12 +130,7 @@ impl Message {
         if self.kind != MessageKind::Request {
             return Err(Error::invalid("message", "only requests can be replied to"));
         }
-        let (peer, id) = (self.msg.peer, self.msg.id);
-        let bytes = crate::socket::gather(response)?;
-        self.inner.send(
-            |engine, now, bytes| engine.send_response(now, peer, id, bytes),
-            bytes,
-        )
+        self.reply_owned(crate::socket::gather(response)?)
     }
 
     /// [`reply`](Self::reply) that takes the response's buffer: no user-space copy (see

@@ -228,11 +228,7 @@ impl Socket {
         cookie: u64,
     ) -> Result<u64, Error> {
         self.check_family(dest)?;
-        let bytes = gather(message)?;
-        self.inner.send(
-            |engine, now, bytes| engine.send_request(now, dest, bytes, cookie),
-            bytes,
-        )
+        self.send_request_owned(dest, gather(message)?, cookie)
     }
 
     /// [`send_request`](Self::send_request) that takes the message's buffer: no copy is
@@ -303,11 +299,7 @@ impl Socket {
         message: &[IoSlice<'_>],
     ) -> Result<(), Error> {
         self.check_family(client)?;
-        let bytes = gather(message)?;
-        self.inner.send(
-            |engine, now, bytes| engine.send_response(now, client, id, bytes),
-            bytes,
-        )
+        self.send_response_owned(client, id, gather(message)?)
     }
 
     /// Waits for a message.
