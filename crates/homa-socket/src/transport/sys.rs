@@ -780,13 +780,18 @@ impl RecvScratch {
         prefix: bool,
         scatter: &[Scatter],
     ) {
+        // (The scatter list's room is reused: placements change every round of a
+        // transfer.)
+        let mut kept = self.built.take().map(|b| b.scatter).unwrap_or_default();
+        kept.clear();
+        kept.extend_from_slice(scatter);
         self.built = Some(BuiltFor {
             buf: buf.as_ptr() as usize,
             buf_len: buf.len(),
             slot,
             count,
             prefix,
-            scatter: scatter.to_vec(),
+            scatter: kept,
         });
         for i in 0..count {
             let iov = &mut self.iovs[i * MAX_IOVS..(i + 1) * MAX_IOVS];
