@@ -122,3 +122,124 @@ pub struct Footprint {
     /// Queued retransmission ranges.
     pub retransmits: usize,
 }
+
+/// Adds another engine's counters (a sharded socket reports the sum of its shards).
+/// `last_malformed` becomes the other's when it has one.
+///
+/// ```
+/// use homa_proto::engine::Stats;
+/// let mut total = Stats::default();
+/// let mut shard = Stats::default();
+/// shard.packets_received = 3;
+/// shard.received_by_type[0] = 2;
+/// total += &shard;
+/// total += &shard;
+/// assert_eq!((total.packets_received, total.received_by_type[0]), (6, 4));
+/// ```
+impl std::ops::AddAssign<&Stats> for Stats {
+    fn add_assign(&mut self, other: &Stats) {
+        // Destructured without `..`: a new counter must be added here to compile.
+        let Stats {
+            packets_received,
+            packets_sent,
+            received_by_type,
+            sent_by_type,
+            malformed,
+            last_malformed,
+            wrong_port,
+            unknown_rpc,
+            forged,
+            early_responses,
+            bad_source_port,
+            server_rpc_limit,
+            abandoned,
+            keepalives,
+            retransmits_dropped,
+            requests_to_client,
+            duplicate_data,
+            length_mismatch,
+            dropped_while_stalled,
+            dropped_too_many_gaps,
+            buffer_stalls,
+            buffers_reclaimed,
+            idle_unscheduled,
+            retransmitted_packets,
+            restarts,
+            timeouts,
+            unacknowledged_discards,
+            freezes_ignored,
+            acked_rpcs,
+            stale_requests,
+            placed_packets,
+            misplaced,
+        } = other;
+        for (mine, theirs) in [
+            (&mut self.packets_received, packets_received),
+            (&mut self.packets_sent, packets_sent),
+            (&mut self.malformed, malformed),
+            (&mut self.wrong_port, wrong_port),
+            (&mut self.unknown_rpc, unknown_rpc),
+            (&mut self.forged, forged),
+            (&mut self.early_responses, early_responses),
+            (&mut self.bad_source_port, bad_source_port),
+            (&mut self.server_rpc_limit, server_rpc_limit),
+            (&mut self.abandoned, abandoned),
+            (&mut self.keepalives, keepalives),
+            (&mut self.retransmits_dropped, retransmits_dropped),
+            (&mut self.requests_to_client, requests_to_client),
+            (&mut self.duplicate_data, duplicate_data),
+            (&mut self.length_mismatch, length_mismatch),
+            (&mut self.dropped_while_stalled, dropped_while_stalled),
+            (&mut self.dropped_too_many_gaps, dropped_too_many_gaps),
+            (&mut self.buffer_stalls, buffer_stalls),
+            (&mut self.buffers_reclaimed, buffers_reclaimed),
+            (&mut self.idle_unscheduled, idle_unscheduled),
+            (&mut self.retransmitted_packets, retransmitted_packets),
+            (&mut self.restarts, restarts),
+            (&mut self.timeouts, timeouts),
+            (&mut self.unacknowledged_discards, unacknowledged_discards),
+            (&mut self.freezes_ignored, freezes_ignored),
+            (&mut self.acked_rpcs, acked_rpcs),
+            (&mut self.stale_requests, stale_requests),
+            (&mut self.placed_packets, placed_packets),
+            (&mut self.misplaced, misplaced),
+        ] {
+            *mine += *theirs;
+        }
+        for (mine, theirs) in self.received_by_type.iter_mut().zip(received_by_type) {
+            *mine += *theirs;
+        }
+        for (mine, theirs) in self.sent_by_type.iter_mut().zip(sent_by_type) {
+            *mine += *theirs;
+        }
+        if last_malformed.is_some() {
+            self.last_malformed = *last_malformed;
+        }
+    }
+}
+
+/// Adds another engine's footprint (a sharded socket reports the sum of its shards).
+impl std::ops::AddAssign<Footprint> for Footprint {
+    fn add_assign(&mut self, other: Footprint) {
+        let Footprint {
+            rpcs,
+            rpc_slots,
+            id_index_capacity,
+            tombstones,
+            tombstone_capacity,
+            peers,
+            peer_capacity,
+            events,
+            retransmits,
+        } = other;
+        self.rpcs += rpcs;
+        self.rpc_slots += rpc_slots;
+        self.id_index_capacity += id_index_capacity;
+        self.tombstones += tombstones;
+        self.tombstone_capacity += tombstone_capacity;
+        self.peers += peers;
+        self.peer_capacity += peer_capacity;
+        self.events += events;
+        self.retransmits += retransmits;
+    }
+}

@@ -90,8 +90,17 @@ impl AsyncSocket {
     ///
     /// # Errors
     ///
-    /// [`Error::Io`] if called outside a tokio runtime (or the reactor refuses it).
+    /// [`Error::Io`] if called outside a tokio runtime (or the reactor refuses it);
+    /// [`Error::InvalidArgument`] for a sharded socket
+    /// ([`SocketConfig::shards`](crate::SocketConfig::shards) above 1: an async socket
+    /// waits on one engine's descriptor).
     pub fn from_socket(socket: Socket) -> Result<AsyncSocket, Error> {
+        if socket.shard_count() > 1 {
+            return Err(Error::invalid(
+                "socket",
+                "an AsyncSocket drives one engine: use an unsharded socket",
+            ));
+        }
         if tokio::runtime::Handle::try_current().is_err() {
             return Err(Error::io(
                 "registering the socket with tokio's reactor",

@@ -33,12 +33,13 @@ pub struct SocketConfig {
     pub(crate) poll: Duration,
     /// `None`: the transport's default (see `loopback_unsched_bytes`).
     pub(crate) unsched_loopback: Option<u32>,
+    pub(crate) shards: u16,
 }
 
 impl Default for SocketConfig {
     /// UDP, IPv4, the kernel's protocol defaults, MTU 1500 off loopback, a 64 MiB receive
     /// region allocated by the library, 16 MiB kernel socket buffers, 50 µs of busy polling,
-    /// whole messages unscheduled to loopback peers over UDP.
+    /// whole messages unscheduled to loopback peers over UDP, one shard.
     fn default() -> Self {
         SocketConfig {
             protocol: Config::default(),
@@ -50,6 +51,7 @@ impl Default for SocketConfig {
             socket_buffer: 16 << 20,
             poll: Duration::from_micros(50),
             unsched_loopback: None,
+            shards: 1,
         }
     }
 }
@@ -132,6 +134,39 @@ impl SocketConfig {
     /// ```
     pub fn loopback_unsched_bytes(mut self, bytes: u32) -> Self {
         self.unsched_loopback = Some(bytes);
+        self
+    }
+
+    /// Serves a server port with `n` shards (default 1; at most 256; UDP only): `n`
+    /// engines, each with its own UDP socket in a `SO_REUSEPORT` group on the port, its
+    /// own driver and watchdog, and `region_size / n` bytes of receive region, so that
+    /// `n` threads can receive, handle and send at once without sharing a lock. Every
+    /// packet of a client port reaches the same shard, so each RPC lives in one shard
+    /// from its first packet to its ack; the socket's API is unchanged (receives take
+    /// from every shard, replies and sends go to the right one, counters are summed).
+    /// Costs: each shard has its own threads and buffers, and a thread waiting for any
+    /// message looks at every shard once per millisecond. How messages are routed is
+    /// in `shards.rs`.
+    ///
+    /// [`Socket::bind`](crate::Socket::bind) fails with
+    /// [`Error::InvalidArgument`](crate::Error::InvalidArgument) for a sharded client
+    /// socket ([`Socket::new`](crate::Socket::new)), raw IP, a caller-supplied
+    /// [`region`](Self::region), or a `region_size` below
+    /// [`MIN_REGION_SIZE`](crate::region::MIN_REGION_SIZE) per shard.
+    ///
+    /// ```
+    /// use homa_socket::{Socket, SocketConfig, Want};
+    /// let server = Socket::bind(5996, SocketConfig::default().shards(4))?;
+    /// assert_eq!(server.shard_count(), 4);
+    /// let client = Socket::new(SocketConfig::default())?;
+    /// let id = client.send_request(server.loopback_addr(), b"ping", 0)?;
+    /// let request = server.recv(Want::Requests)?;
+    /// request.reply(b"pong")?;
+    /// assert_eq!(client.recv(Want::Response(id))?.to_vec(), b"pong");
+    /// # Ok::<(), homa_socket::Error>(())
+    /// ```
+    pub fn shards(mut self, n: u16) -> Self {
+        self.shards = n;
         self
     }
 }

@@ -38,7 +38,8 @@
 
 use std::collections::{HashMap, VecDeque};
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
-use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard, OnceLock, Weak};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
@@ -120,6 +121,14 @@ pub(crate) struct Inner {
     poll: Duration,
     family: Family,
     port: u16,
+    /// Where this shard's bpage offsets start in the socket's offset space (0 unless the
+    /// socket is sharded, `shards.rs`).
+    bpage_base: u32,
+    /// The other shards of a sharded socket (empty otherwise), set once all are started.
+    siblings: OnceLock<Vec<Weak<Inner>>>,
+    /// Set by a sibling that queued a message nobody there takes: a thread that scans
+    /// the shards and drives or waits here looks at every shard again.
+    rescan: AtomicBool,
 }
 
 pub(crate) fn completion_id(c: &Completion) -> u64 {
@@ -381,6 +390,7 @@ impl Inner {
         region: RecvRegion,
         poll: Duration,
         family: Family,
+        bpage_base: u32,
     ) -> Result<(Arc<Inner>, JoinHandle<()>), Error> {
         let max_packet = engine.max_packet_size();
         // SAFETY: eventfd has no memory preconditions; the result is checked below.
@@ -425,6 +435,9 @@ impl Inner {
             poll,
             family,
             port,
+            bpage_base,
+            siblings: OnceLock::new(),
+            rescan: AtomicBool::new(false),
         });
         let bg = inner.clone();
         let background = std::thread::Builder::new()
@@ -442,6 +455,90 @@ impl Inner {
     /// The socket's address family.
     pub(crate) fn family(&self) -> Family {
         self.family
+    }
+
+    /// Where this shard's bpage offsets start in the socket's offset space.
+    pub(crate) fn bpage_base(&self) -> u32 {
+        self.bpage_base
+    }
+
+    /// Gives back bpages handed over by [`Message::into_bpages`] (offsets in the
+    /// socket's offset space, all of this shard); stops at the first unknown one.
+    pub(crate) fn release_bpages(&self, offsets: &[u32]) -> Result<(), Error> {
+        let mut core = self.lock();
+        let now = self.now();
+        let mut result = Ok(());
+        for &offset in offsets {
+            let t = offset.wrapping_sub(self.bpage_base);
+            match core.handed_over.get_mut(&t) {
+                Some(n) => {
+                    *n -= 1;
+                    if *n == 0 {
+                        core.handed_over.remove(&t);
+                    }
+                }
+                None => {
+                    result = Err(Error::UnknownBpage { offset });
+                    break;
+                }
+            }
+            if let Err(e) = core.engine.release(now, t) {
+                // (Cannot happen: a handed-over offset is outstanding in the pool.)
+                result = Err(Error::invalid("tokens", e.to_string()));
+                break;
+            }
+        }
+        core.flush(now);
+        result
+    }
+
+    /// Takes a queued message `want` accepts, without driving (a sharded socket's scan
+    /// of its shards); `Some(Err(Shutdown))` once shut down.
+    pub(crate) fn take_queued(
+        &self,
+        me: &Arc<Inner>,
+        want: Want,
+    ) -> Option<Result<Message, Error>> {
+        let mut core = self.lock();
+        if core.shutdown {
+            return Some(Err(Error::Shutdown));
+        }
+        let found = core.take(want)?;
+        drop(core);
+        Some(found.map(|(kind, m)| Message::new(me.clone(), kind, m)))
+    }
+
+    /// Makes this runtime one shard of a sharded socket, with `siblings` the others.
+    pub(crate) fn set_siblings(&self, siblings: Vec<Weak<Inner>>) {
+        let _ = self.siblings.set(siblings);
+    }
+
+    /// Whether this runtime is one shard of several.
+    fn is_shard(&self) -> bool {
+        self.siblings.get().is_some_and(|s| !s.is_empty())
+    }
+
+    /// After a round queued messages: if some of them will not be taken here (nobody
+    /// waits on this shard, and the driver takes at most one, `taking`), tells the
+    /// sibling shards, whose scanning threads then look here. Takes no sibling's lock.
+    fn poke_siblings(&self, core: &Core, taking: bool) {
+        let Some(siblings) = self.siblings.get() else {
+            return;
+        };
+        let queued = core.requests.len() + core.responses.len();
+        if core.app_waiters > 0 || queued <= usize::from(taking) {
+            return;
+        }
+        for sibling in siblings.iter().filter_map(Weak::upgrade) {
+            sibling.rescan.store(true, Ordering::Relaxed);
+            sibling.wake();
+            sibling.cond.notify_all();
+        }
+    }
+
+    /// Whether an application thread (or task) holds the driver role.
+    pub(crate) fn driven_by_app(&self) -> bool {
+        self.lock().driver == Some(Driver::App)
     }
 
     pub(crate) fn lock(&self) -> MutexGuard<'_, Core> {
@@ -574,18 +671,23 @@ impl Inner {
         }
     }
 
+    /// Waits for a message `want` accepts, driving when the role is free. `scan`: the
+    /// caller is a sharded socket's receive, which returns [`Error::Timeout`] early when
+    /// a sibling shard pokes it (it queued a message nobody there takes) so that the
+    /// caller looks at every shard again.
     pub(crate) fn recv(
         &self,
         me: &Arc<Inner>,
         want: Want,
         deadline: Option<Instant>,
         nonblocking: bool,
+        scan: bool,
     ) -> Result<Message, Error> {
         let mut core = self.lock();
         if let Want::Response(id) = want {
             core.reserve(id);
         }
-        let (mut core, result) = self.recv_locked(core, want, deadline, nonblocking);
+        let (mut core, result) = self.recv_locked(core, want, deadline, nonblocking, scan);
         if let Want::Response(id) = want {
             core.unreserve(id);
         }
@@ -599,6 +701,7 @@ impl Inner {
         want: Want,
         deadline: Option<Instant>,
         nonblocking: bool,
+        scan: bool,
     ) -> (
         MutexGuard<'a, Core>,
         Result<(MessageKind, engine::Message), Error>,
@@ -611,6 +714,9 @@ impl Inner {
             if core.shutdown {
                 return (core, Err(Error::Shutdown));
             }
+            if scan && self.rescan.swap(false, Ordering::Relaxed) {
+                return (core, Err(Error::Timeout));
+            }
             if let Want::Response(id) = want {
                 if !core.engine.has_client_rpc(id) {
                     return (core, Err(Error::UnknownRpc { id }));
@@ -622,14 +728,14 @@ impl Inner {
                 }
                 // Pick up whatever already arrived, without waiting.
                 polled = true;
-                core = self.run_driver(core, Some(Instant::now()), Driver::App, want);
+                core = self.run_driver(core, Some(Instant::now()), Driver::App, want, false);
                 continue;
             }
             if deadline.is_some_and(|d| Instant::now() >= d) {
                 return (core, Err(Error::Timeout));
             }
             match core.driver {
-                None => core = self.run_driver(core, deadline, Driver::App, want),
+                None => core = self.run_driver(core, deadline, Driver::App, want, scan),
                 Some(driver) => {
                     if driver == Driver::Background {
                         // The watchdog drives because nobody did for a tick: ask for the
@@ -657,7 +763,7 @@ impl Inner {
         core: MutexGuard<'a, Core>,
         want: Want,
     ) -> MutexGuard<'a, Core> {
-        self.run_driver(core, Some(Instant::now()), Driver::App, want)
+        self.run_driver(core, Some(Instant::now()), Driver::App, want, false)
     }
 
     /// Takes the driver role, drives, and gives the role back. Only threads blocked on
@@ -668,9 +774,10 @@ impl Inner {
         deadline: Option<Instant>,
         who: Driver,
         want: Want,
+        scan: bool,
     ) -> MutexGuard<'a, Core> {
         core.driver = Some(who);
-        let mut core = self.drive(core, deadline, who, want);
+        let mut core = self.drive(core, deadline, who, want, scan);
         core.driver = None;
         core.driver_until = None;
         self.notify_waiters(&core);
@@ -691,12 +798,14 @@ impl Inner {
     /// shutdown, or the deadline. Each round reads the socket (without waiting the first
     /// time if timers are due, so that what is queued is handled before they judge peers
     /// silent), runs the timers that are due, transmits, and queues the engine's events.
+    /// A `scan` driver also returns when a sibling shard pokes it.
     fn drive<'a>(
         &'a self,
         mut core: MutexGuard<'a, Core>,
         deadline: Option<Instant>,
         who: Driver,
         want: Want,
+        scan: bool,
     ) -> MutexGuard<'a, Core> {
         // How many receives in a row filled their batch: more is probably queued. Timers
         // then wait for the queue to drain, so they do not judge peers silent whose
@@ -765,10 +874,12 @@ impl Inner {
             core.flush(now);
             if core.collect() {
                 self.notify_waiters(&core);
+                self.poke_siblings(&core, who == Driver::App && core.has(want));
             }
             let satisfied = who == Driver::App && core.has(want);
             if satisfied
                 || core.shutdown
+                || (scan && self.rescan.load(Ordering::Relaxed))
                 || (who == Driver::Background && core.apps_wanting > 0)
                 || (n < BATCH && deadline.is_some_and(|d| Instant::now() >= d))
             {
@@ -833,20 +944,22 @@ impl Inner {
             // tasks with none of them waiting on the reactor for the socket.
             let engine_at = core.engine.poll_timeout();
             let unwatched_tasks = !core.waiters.is_empty() && core.waiters.reactor.is_none();
-            let needed = engine_at.is_some() || unwatched_tasks;
+            // (A shard always watches its socket: a thread receiving from a sharded socket
+            // waits on one shard, so another's packets are read by its watchdog.)
+            let needed = engine_at.is_some() || unwatched_tasks || self.is_shard();
             if needed && core.driver.is_none() && core.apps_wanting == 0 {
                 if now >= grace_end && core.waiters.reactor.is_none() {
                     // Nobody read the socket for a tick (and no async task waits on the
                     // reactor to do it): drive until an application thread wants the
                     // role.
-                    core = self.run_driver(core, None, Driver::Background, Want::Both);
+                    core = self.run_driver(core, None, Driver::Background, Want::Both, false);
                     continue;
                 }
                 if engine_at.is_some_and(|t| t <= now) {
                     // Timers are due between two drives: one round (read what is
                     // queued, run them, transmit) without waiting, keeping the role free.
                     let now = Some(Instant::now());
-                    core = self.run_driver(core, now, Driver::Background, Want::Both);
+                    core = self.run_driver(core, now, Driver::Background, Want::Both, false);
                     continue;
                 }
             }

@@ -35,6 +35,7 @@ mod driver;
 mod error;
 mod message;
 pub mod region;
+mod shards;
 mod socket;
 pub mod transport;
 mod waiters;

@@ -28,6 +28,9 @@ pub struct Message {
     kind: MessageKind,
     msg: engine::Message,
     owned: bool,
+    /// The bpage offsets in the socket's offset space, when they differ from the engine's
+    /// (a shard other than the first of a sharded socket).
+    offsets: Option<Box<[u32]>>,
 }
 
 impl fmt::Debug for Message {
@@ -38,18 +41,21 @@ impl fmt::Debug for Message {
             .field("peer", &self.msg.peer)
             .field("cookie", &self.msg.cookie)
             .field("len", &self.msg.len())
-            .field("bpages", &self.msg.buffers.tokens())
+            .field("bpages", &self.bpage_offsets())
             .finish()
     }
 }
 
 impl Message {
     pub(crate) fn new(inner: Arc<Inner>, kind: MessageKind, msg: engine::Message) -> Self {
+        let base = inner.bpage_base();
+        let offsets = (base != 0).then(|| msg.buffers.tokens().iter().map(|t| t + base).collect());
         Message {
             inner,
             kind,
             msg,
             owned: true,
+            offsets,
         }
     }
 
@@ -82,9 +88,13 @@ impl Message {
         false
     }
     /// Region offsets of the bpages holding the message (the seed's `bpage_offsets`):
-    /// byte `i * 65536 ..` of the message is at entry `i`.
+    /// byte `i * 65536 ..` of the message is at entry `i`. (On a sharded socket, offsets
+    /// in the concatenation of the shards' regions: see
+    /// [`SocketConfig::shards`](crate::SocketConfig::shards).)
     pub fn bpage_offsets(&self) -> &[u32] {
-        self.msg.buffers.tokens()
+        self.offsets
+            .as_deref()
+            .unwrap_or_else(|| self.msg.buffers.tokens())
     }
 
     /// The message's bytes, in order, as the slices of the bpages they occupy.
@@ -159,12 +169,12 @@ impl Message {
     /// through this API afterwards.
     pub fn into_bpages(mut self) -> Vec<u32> {
         self.owned = false;
-        let tokens = self.msg.buffers.tokens().to_vec();
         let mut core = self.inner.lock();
-        for &t in &tokens {
+        for &t in self.msg.buffers.tokens() {
             *core.handed_over.entry(t).or_insert(0) += 1;
         }
-        tokens
+        drop(core);
+        self.bpage_offsets().to_vec()
     }
 }
 

@@ -4,14 +4,16 @@
 use std::io::IoSlice;
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use homa_proto::engine::{self, Engine, EngineOptions};
 
+use homa_proto::pool::BPAGE_SIZE;
+
 use crate::driver::Inner;
 use crate::message::Message;
 use crate::region::{RecvRegion, RegionWriter, MIN_REGION_SIZE};
+use crate::shards::{first_id, Shard, Shards, MAX_SHARDS};
 use crate::transport::{Family, Transport, TransportOptions};
 use crate::{Error, SocketConfig};
 
@@ -53,15 +55,14 @@ pub enum Want {
 /// assert_eq!(response.to_vec(), b"pong");
 /// ```
 pub struct Socket {
-    inner: Arc<Inner>,
-    background: Option<JoinHandle<()>>,
+    shards: Shards,
 }
 
 impl std::fmt::Debug for Socket {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Socket")
-            .field("port", &self.inner.port())
-            .field("family", &self.inner.family())
+            .field("port", &self.port())
+            .field("family", &self.shards.first().family())
             .finish_non_exhaustive()
     }
 }
@@ -95,7 +96,7 @@ impl Socket {
         Socket::open(Some(port), config)
     }
 
-    fn open(port: Option<u16>, config: SocketConfig) -> Result<Socket, Error> {
+    fn open(port: Option<u16>, mut config: SocketConfig) -> Result<Socket, Error> {
         if !(576..=65536).contains(&config.mtu) {
             return Err(Error::invalid(
                 "mtu",
@@ -114,77 +115,110 @@ impl Socket {
             (None, crate::TransportKind::Udp) => Some(max),
             (None, crate::TransportKind::RawIp) => None,
         };
-        let region = match config.region {
-            Some(r) => r,
-            None => {
-                if config.region_size < MIN_REGION_SIZE {
-                    return Err(Error::invalid(
-                        "region_size",
-                        format!(
-                            "{} bytes is too small: at least {MIN_REGION_SIZE}",
-                            config.region_size
-                        ),
-                    ));
-                }
-                RecvRegion::allocate(config.region_size)?
-            }
-        };
-        let transport = Transport::open(&TransportOptions {
+        let shards = usize::from(config.shards);
+        if !(1..=MAX_SHARDS).contains(&shards) {
+            return Err(Error::invalid(
+                "shards",
+                format!("{shards} is out of range: allowed 1..={MAX_SHARDS}"),
+            ));
+        }
+        if shards > 1 && port.is_none() {
+            return Err(Error::invalid(
+                "shards",
+                "only a server socket (Socket::bind) can be sharded",
+            ));
+        }
+        let options = TransportOptions {
             kind: config.transport,
             family: config.family,
             port,
             mtu: config.mtu,
             socket_buffer: config.socket_buffer,
-        })?;
-        let local_port = transport.local_port();
-        let (v4, v6, loopback) = transport.max_packets();
-        let mut options = if port.is_some() {
-            EngineOptions::server(local_port, random_u64())
-        } else {
-            EngineOptions::client(local_port, random_u64())
         };
-        options.max_packet_v4 = v4;
-        options.max_packet_v6 = v6;
-        options.max_packet_loopback = Some(loopback);
-        options.unsched_loopback = unsched_loopback;
-        let engine = Engine::new(config.protocol, options, region.writer())
-            .map_err(|e| Error::invalid("config", e.to_string()))?;
-        let (inner, background) =
-            Inner::start(engine, transport, region, config.poll, config.family)?;
+        let (regions, span) = regions(&mut config, shards)?;
+        let transports = if shards == 1 {
+            vec![Transport::open(&options)?]
+        } else {
+            Transport::open_shards(&options, config.shards)?
+        };
+        let mut list = Vec::with_capacity(shards);
+        for (index, (transport, region)) in transports.into_iter().zip(regions).enumerate() {
+            let local_port = transport.local_port();
+            let (v4, v6, loopback) = transport.max_packets();
+            let first_id = first_id(index, shards, random_u64());
+            let mut options = if port.is_some() {
+                EngineOptions::server(local_port, first_id)
+            } else {
+                EngineOptions::client(local_port, first_id)
+            };
+            options.max_packet_v4 = v4;
+            options.max_packet_v6 = v6;
+            options.max_packet_loopback = Some(loopback);
+            options.unsched_loopback = unsched_loopback;
+            let engine = Engine::new(config.protocol.clone(), options, region.writer())
+                .map_err(|e| Error::invalid("config", e.to_string()))?;
+            let base = span * index as u32;
+            let (inner, background) =
+                Inner::start(engine, transport, region, config.poll, config.family, base)?;
+            list.push(Shard {
+                inner,
+                background: Some(background),
+            });
+        }
+        if shards > 1 {
+            for shard in &list {
+                let others = list
+                    .iter()
+                    .filter(|s| !Arc::ptr_eq(&s.inner, &shard.inner))
+                    .map(|s| Arc::downgrade(&s.inner))
+                    .collect();
+                shard.inner.set_siblings(others);
+            }
+        }
         Ok(Socket {
-            inner,
-            background: Some(background),
+            shards: Shards::new(list, span),
         })
     }
 
     /// This socket's Homa port.
     pub fn port(&self) -> u16 {
-        self.inner.port()
+        self.shards.first().port()
     }
 
     /// Whether the socket is IPv6.
     pub fn is_ipv6(&self) -> bool {
-        self.inner.family() == Family::V6
+        self.family() == Family::V6
+    }
+
+    fn family(&self) -> Family {
+        self.shards.first().family()
+    }
+
+    /// How many shards serve the port ([`SocketConfig::shards`]; 1 unless sharded).
+    pub fn shard_count(&self) -> usize {
+        self.shards.all().count()
     }
 
     /// The local address to give peers on this host: loopback of the socket's family and
     /// its port.
     pub fn loopback_addr(&self) -> SocketAddr {
-        SocketAddr::new(self.inner.family().loopback(), self.inner.port())
+        SocketAddr::new(self.family().loopback(), self.port())
     }
 
+    /// The runtime of an unsharded socket (an [`AsyncSocket`](crate::AsyncSocket) drives
+    /// one engine).
     #[cfg(feature = "tokio")]
     pub(crate) fn inner(&self) -> &Arc<Inner> {
-        &self.inner
+        self.shards.first()
     }
 
     pub(crate) fn check_family(&self, addr: SocketAddr) -> Result<(), Error> {
-        if Family::of(addr.ip()) != self.inner.family() {
+        if Family::of(addr.ip()) != self.family() {
             return Err(Error::invalid(
                 "destination",
                 format!(
                     "{addr} is not of the socket's address family ({:?})",
-                    self.inner.family()
+                    self.family()
                 ),
             ));
         }
@@ -215,7 +249,8 @@ impl Socket {
         self.check_family(dest)?;
         let bytes = gather(&[IoSlice::new(message)])?;
         let call = move |e: &mut Engine<RegionWriter>, now, b| e.send_request(now, dest, b, cookie);
-        self.inner
+        self.shards
+            .for_peer(dest)
             .try_send(&call, bytes)?
             .map_err(|_| Error::WouldBlock)
     }
@@ -259,7 +294,7 @@ impl Socket {
     ) -> Result<u64, Error> {
         self.check_family(dest)?;
         check_length(message.len())?;
-        self.inner.send(
+        self.shards.for_peer(dest).send(
             |engine, now, bytes| engine.send_request(now, dest, bytes, cookie),
             message,
         )
@@ -279,7 +314,7 @@ impl Socket {
     ) -> Result<(), Error> {
         self.check_family(client)?;
         check_length(message.len())?;
-        self.inner.send(
+        self.shards.for_peer(client).send(
             |engine, now, bytes| engine.send_response(now, client, id, bytes),
             message,
         )
@@ -304,18 +339,18 @@ impl Socket {
 
     /// Waits for a message.
     pub fn recv(&self, want: Want) -> Result<Message, Error> {
-        self.inner.recv(&self.inner, want, None, false)
+        self.shards.recv(want, None, false)
     }
 
     /// Waits for a message at most `timeout`; [`Error::Timeout`] if none came.
     pub fn recv_timeout(&self, want: Want, timeout: Duration) -> Result<Message, Error> {
-        self.inner
-            .recv(&self.inner, want, Some(Instant::now() + timeout), false)
+        self.shards
+            .recv(want, Some(Instant::now() + timeout), false)
     }
 
     /// Returns a message if one is ready, else [`Error::WouldBlock`].
     pub fn try_recv(&self, want: Want) -> Result<Message, Error> {
-        self.inner.recv(&self.inner, want, None, true)
+        self.shards.recv(want, None, true)
     }
 
     /// The seed's `recvmsg` in one call: first hands back the bpages in `release`
@@ -375,30 +410,25 @@ impl Socket {
     /// [`Error::UnknownBpage`] for an offset that no handed-over message holds (never
     /// handed over, already given back, or still owned by a live [`Message`]).
     pub fn release_bpages(&self, tokens: &[u32]) -> Result<(), Error> {
-        let mut core = self.inner.lock();
-        let now = self.inner.now();
-        let mut result = Ok(());
-        for &t in tokens {
-            match core.handed_over.get_mut(&t) {
-                Some(n) => {
-                    *n -= 1;
-                    if *n == 0 {
-                        core.handed_over.remove(&t);
-                    }
-                }
-                None => {
-                    result = Err(Error::UnknownBpage { offset: t });
-                    break;
-                }
-            }
-            if let Err(e) = core.engine.release(now, t) {
-                // (Cannot happen: a handed-over offset is outstanding in the pool.)
-                result = Err(Error::invalid("tokens", e.to_string()));
-                break;
-            }
+        // Runs of offsets of one shard go back under one lock, in order.
+        let mut rest = tokens;
+        while let Some(&first) = rest.first() {
+            let shard = self
+                .shards
+                .for_offset(first)
+                .ok_or(Error::UnknownBpage { offset: first })?;
+            let run = rest
+                .iter()
+                .take_while(|&&t| {
+                    self.shards
+                        .for_offset(t)
+                        .is_some_and(|s| Arc::ptr_eq(s, shard))
+                })
+                .count();
+            shard.release_bpages(&rest[..run])?;
+            rest = &rest[run..];
         }
-        core.flush(now);
-        result
+        Ok(())
     }
 
     /// Abandons client RPC `id`: its response will not be delivered (if it already
@@ -407,19 +437,26 @@ impl Socket {
     /// frees its state at once; DATA that still arrives for the RPC is answered the same
     /// way.
     pub fn abort(&self, id: u64) -> bool {
-        let now = self.inner.now();
-        self.inner.lock().abort(now, id)
+        let Some(inner) = self.shards.for_id(id) else {
+            return false;
+        };
+        let now = inner.now();
+        inner.lock().abort(now, id)
     }
 
     /// Shuts the socket down: every RPC is deleted, every waiting thread wakes with
     /// [`Error::Shutdown`], and later calls fail with it.
     pub fn shutdown(&self) {
-        self.inner.shutdown();
+        self.shards.shutdown();
     }
 
     /// The engine's counters (packets, drops, retransmissions, ...).
     pub fn stats(&self) -> engine::Stats {
-        self.inner.lock().engine.stats().clone()
+        let mut total = self.shards.first().lock().engine.stats().clone();
+        for inner in self.shards.all().skip(1) {
+            total += inner.lock().engine.stats();
+        }
+        total
     }
 
     /// The transport's counters (a snapshot; they count from the socket's creation).
@@ -452,35 +489,80 @@ impl Socket {
     /// # Ok::<(), homa_socket::Error>(())
     /// ```
     pub fn transport_stats(&self) -> crate::TransportStats {
-        let transport = self.inner.lock().transport.clone();
-        transport.stats()
+        let mut total = crate::TransportStats::default();
+        for inner in self.shards.all() {
+            let transport = inner.lock().transport.clone();
+            total += &transport.stats();
+        }
+        total
     }
 
     /// Whether every bpage of the receive region is back in the pool (no message is held
     /// by the application or being received).
     pub fn pool_is_idle(&self) -> bool {
-        self.inner.lock().engine.pool().is_idle()
+        self.shards
+            .all()
+            .all(|inner| inner.lock().engine.pool().is_idle())
     }
 
     /// Number of live RPCs.
     pub fn rpc_count(&self) -> usize {
-        self.inner.lock().engine.rpc_count()
+        self.shards
+            .all()
+            .map(|inner| inner.lock().engine.rpc_count())
+            .sum()
     }
 
     /// How much protocol state the socket holds (table sizes and allocated room): after a
     /// burst of RPCs it shrinks back within about a second.
     pub fn footprint(&self) -> engine::Footprint {
-        self.inner.lock().engine.footprint()
+        let mut total = engine::Footprint::default();
+        for inner in self.shards.all() {
+            total += inner.lock().engine.footprint();
+        }
+        total
     }
 }
 
-impl Drop for Socket {
-    fn drop(&mut self) {
-        self.inner.shutdown();
-        if let Some(bg) = self.background.take() {
-            let _ = bg.join();
+/// The receive region of each shard, and the bytes each spans in the socket's bpage
+/// offsets: the configured region for an unsharded socket; for N shards, N regions that
+/// share `region_size` (each a whole number of bpages).
+fn regions(config: &mut SocketConfig, shards: usize) -> Result<(Vec<RecvRegion>, u32), Error> {
+    if let Some(region) = config.region.take() {
+        if shards > 1 {
+            return Err(Error::invalid(
+                "region",
+                "a sharded socket allocates its shards' regions itself: set region_size instead",
+            ));
         }
+        // (A region holds at most 4 GiB: its offsets fit in a u32.)
+        let span = u32::try_from(region.len()).unwrap_or(u32::MAX);
+        return Ok((vec![region], span));
     }
+    let per_shard = if shards == 1 {
+        config.region_size
+    } else {
+        config.region_size / shards / BPAGE_SIZE * BPAGE_SIZE
+    };
+    if per_shard < MIN_REGION_SIZE {
+        let each = if shards == 1 {
+            String::new()
+        } else {
+            format!(" for {shards} shards ({per_shard} bytes each)")
+        };
+        return Err(Error::invalid(
+            "region_size",
+            format!(
+                "{} bytes is too small{each}: at least {MIN_REGION_SIZE}",
+                config.region_size
+            ),
+        ));
+    }
+    let regions = (0..shards)
+        .map(|_| RecvRegion::allocate(per_shard))
+        .collect::<Result<Vec<_>, _>>()?;
+    // (`RecvRegion::allocate` refused more than 4 GiB: the offsets fit in a u32.)
+    Ok((regions, u32::try_from(per_shard).unwrap_or(u32::MAX)))
 }
 
 /// Checks a message's length before it is sent: 1..=1,000,000 bytes.

@@ -45,13 +45,29 @@ pub(crate) struct HomaClient {
 }
 
 impl HomaClient {
-    /// A client socket configured by `config`, sending to `servers`.
+    /// A client socket configured by `config`, sending to `servers`. With
+    /// `spread = Some((shards, k))` the servers are sharded and this is client `k`: its
+    /// port is chosen ≡ k (mod shards) so that the clients spread evenly over the shards
+    /// (a server's shard is the client's port mod the shard count).
     pub(crate) fn new(
-        config: homa_socket::SocketConfig,
+        config: impl Fn() -> homa_socket::SocketConfig,
         servers: &[SocketAddr],
+        spread: Option<(u16, usize)>,
     ) -> Result<HomaClient, BenchError> {
-        let socket =
-            Socket::new(config).map_err(|e| BenchError::homa("opening a Homa client socket", e))?;
+        let open = || {
+            Socket::new(config()).map_err(|e| BenchError::homa("opening a Homa client socket", e))
+        };
+        let mut socket = open()?;
+        if let Some((shards, k)) = spread {
+            let wanted = (k % usize::from(shards)) as u16;
+            // Ports are the kernel's ephemeral ones: a few tries find each residue.
+            for _ in 0..1000 {
+                if socket.port() % shards == wanted {
+                    break;
+                }
+                socket = open()?;
+            }
+        }
         Ok(HomaClient {
             socket: Arc::new(socket),
             servers: servers.to_vec(),
@@ -68,7 +84,8 @@ impl RpcClient for HomaClient {
         reply: usize,
         tag: u64,
     ) -> Result<(), BenchError> {
-        let dest = self.servers[server];
+        // (One sharded server port serves every server index.)
+        let dest = self.servers[server % self.servers.len()];
         write_request_header(&mut self.buf, request, reply);
         self.socket
             .send_request(dest, &self.buf[..request], tag)

@@ -30,7 +30,10 @@
 //!
 //! Server thread `i` owns Homa port `P + i` (one socket, one thread receiving and
 //! answering) and TCP port `P + i` (one listener and the connections it accepts, served
-//! by a `ppoll` loop); one more thread echoes UDP. Each client thread has one Homa socket
+//! by a `ppoll` loop); one more thread echoes UDP. With `--server-shards N` Homa has one
+//! port instead, served by N shards (`SocketConfig::shards`), and every Homa server
+//! thread receives from it; the client sockets' ports are chosen so that the clients
+//! spread evenly over the shards. Each client thread has one Homa socket
 //! (RPCs to every server) or one TCP connection to every server (one per client-server
 //! pair), and alone starts RPCs and receives their responses.
 //!
@@ -159,6 +162,11 @@ pub(crate) struct MeasureArgs {
     /// Server threads per transport (Homa and TCP).
     #[arg(long, value_name = "N", default_value = "2", value_parser = spec::parse_threads)]
     servers: usize,
+    /// Serve Homa on one port with N shards (`SocketConfig::shards`: a SO_REUSEPORT
+    /// group of N engines), all server threads receiving from it, instead of one port
+    /// per server thread.
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u16).range(1..=256))]
+    server_shards: Option<u16>,
     /// How Homa packets travel.
     #[arg(long, value_enum, default_value = "udp")]
     transport: TransportArg,
@@ -231,6 +239,11 @@ pub(crate) struct ServerArgs {
     /// Server threads per transport.
     #[arg(long, value_name = "N", default_value = "2", value_parser = spec::parse_threads)]
     servers: usize,
+    /// Serve Homa on one port with N shards (`SocketConfig::shards`: a SO_REUSEPORT
+    /// group of N engines), all server threads receiving from it, instead of one port
+    /// per server thread.
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u16).range(1..=256))]
+    server_shards: Option<u16>,
     /// Address of the TCP and UDP sockets [default: 0.0.0.0, or :: with --ipv6]. Homa
     /// sockets receive on every address.
     #[arg(long, value_name = "ADDR")]
@@ -300,6 +313,7 @@ fn run_bench(args: BenchArgs) -> Result<(), BenchError> {
         tcp_port: 0,
         udp_port: 0,
         servers: m.servers,
+        shards: m.server_shards,
         transport: m.transport.kind(),
         ipv6: m.ipv6,
         spin: Duration::from_micros(m.busy_poll_us),
@@ -333,16 +347,20 @@ fn run_server(args: ServerArgs) -> Result<(), BenchError> {
         tcp_port: args.port,
         udp_port: args.udp_port,
         servers: args.servers,
+        shards: args.server_shards,
         transport: args.transport.kind(),
         ipv6: args.ipv6,
         spin: Duration::from_micros(args.busy_poll_us),
     })?;
     let last = args.port as usize + args.servers - 1;
+    let homa_ports = match args.server_shards {
+        Some(n) => format!("port {} ({n} shards)", args.port),
+        None => format!("ports {}-{last}", args.port),
+    };
     println!(
-        "homa server: Homa ({}, {}) on ports {}-{last}, TCP on {bind} ports {}-{last}, UDP echo on {bind} port {}; {} server threads. Ctrl-C stops.",
+        "homa server: Homa ({}, {}) on {homa_ports}, TCP on {bind} ports {}-{last}, UDP echo on {bind} port {}; {} server threads. Ctrl-C stops.",
         args.transport.name(),
         if args.ipv6 { "IPv6" } else { "IPv4" },
-        args.port,
         args.port,
         set.udp_port,
         args.servers
@@ -385,7 +403,13 @@ fn run_client(args: ClientArgs) -> Result<(), BenchError> {
         ));
     }
     report::check_outputs(&m)?;
-    let targets = Targets::layout(args.server, args.port, m.servers, args.udp_port);
+    let targets = Targets::layout(
+        args.server,
+        args.port,
+        m.servers,
+        m.server_shards.is_some(),
+        args.udp_port,
+    );
     measure(&m, &targets, Scope::Remote(args.server))
 }
 
@@ -479,15 +503,25 @@ struct ClientFactory<'a> {
     transport: TransportKind,
     ipv6: bool,
     spin: Duration,
+    /// The shards of the Homa server port, if sharded.
+    shards: Option<u16>,
+    /// Homa clients opened so far (client `k` is steered to shard `k mod shards`).
+    homa_opened: std::sync::atomic::AtomicUsize,
 }
 
 impl ClientFactory<'_> {
     fn open(&self, kind: Kind) -> Result<Box<dyn RpcClient + Send>, BenchError> {
         Ok(match kind {
-            Kind::Homa => Box::new(homa::HomaClient::new(
-                socket_config(self.transport, self.ipv6, self.spin),
-                &self.targets.homa,
-            )?),
+            Kind::Homa => {
+                let k = self
+                    .homa_opened
+                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                Box::new(homa::HomaClient::new(
+                    || socket_config(self.transport, self.ipv6, self.spin),
+                    &self.targets.homa,
+                    self.shards.map(|n| (n, k)),
+                )?)
+            }
             Kind::Tcp => Box::new(tcp::TcpClient::connect(&self.targets.tcp, self.spin)?),
             Kind::Udp => Box::new(udp::UdpClient::connect(self.targets.udp, self.spin)?),
         })
@@ -601,6 +635,8 @@ fn measure(m: &MeasureArgs, targets: &Targets, scope: Scope) -> Result<(), Bench
         transport: m.transport.kind(),
         ipv6: m.ipv6,
         spin: Duration::from_micros(m.busy_poll_us),
+        shards: m.server_shards,
+        homa_opened: Default::default(),
     };
     let udp_max = udp::max_payload(m.ipv6);
     let mut sizes: Vec<u32> = TABLE_SIZES

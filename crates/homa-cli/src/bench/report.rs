@@ -39,6 +39,8 @@ pub(crate) struct Context {
     pub(crate) link_gbps: f64,
     pub(crate) clients: usize,
     pub(crate) servers: usize,
+    /// Shards of the one Homa server port (`--server-shards`), if sharded.
+    pub(crate) server_shards: Option<u16>,
     pub(crate) seed: u64,
     pub(crate) quick: bool,
     pub(crate) busy_poll_us: u64,
@@ -84,6 +86,7 @@ impl Context {
             link_gbps: m.link_gbps,
             clients: m.clients,
             servers: m.servers,
+            server_shards: m.server_shards,
             seed: m.seed,
             quick: m.quick,
             busy_poll_us: m.busy_poll_us,
@@ -169,6 +172,7 @@ impl Context {
             )
             .field("clients", self.clients)
             .field("servers", self.servers)
+            .field("server_shards", self.server_shards)
             .field("seed", self.seed)
             .field("quick", self.quick)
             .field("busy_poll_us", self.busy_poll_us)
@@ -340,12 +344,16 @@ pub(crate) fn text(ctx: &Context, results: &Results) -> String {
     let _ = writeln!(o, "  workload  {}", ctx.workload_text);
     let _ = writeln!(
         o,
-        "  load      {} of a nominal {} Gbit/s link = {:.2} Gbit/s of requests offered (open-loop Poisson); {} client threads -> {} server threads; {} s per transport after {} s warm-up; seed {}{}",
+        "  load      {} of a nominal {} Gbit/s link = {:.2} Gbit/s of requests offered (open-loop Poisson); {} client threads -> {} server threads{}; {} s per transport after {} s warm-up; seed {}{}",
         ctx.load,
         ctx.link_gbps,
         ctx.offered_gbps(),
         ctx.clients,
         ctx.servers,
+        match ctx.server_shards {
+            Some(n) => format!(" (Homa: one port, {n} shards)"),
+            None => String::new(),
+        },
         ctx.plan.load_duration.as_secs_f64(),
         ctx.plan.load_warmup.as_secs_f64(),
         ctx.seed,
@@ -1049,7 +1057,7 @@ mod tests {
         let m = Args::parse_from(["bench", "--quick", "--workload", "1000"]).m;
         let plan = Plan::new(&m);
         let workload = WorkloadInfo::new(m.workload);
-        let targets = Targets::layout(IpAddr::V4(Ipv4Addr::LOCALHOST), 4000, 2, 3999);
+        let targets = Targets::layout(IpAddr::V4(Ipv4Addr::LOCALHOST), 4000, 2, false, 3999);
         let machine = Machine {
             hostname: "test".into(),
             cpu: "test".into(),

@@ -27,6 +27,9 @@ pub(crate) struct ServerOptions {
     pub(crate) udp_port: u16,
     /// Server threads per transport.
     pub(crate) servers: usize,
+    /// Serve Homa on one port with this many shards (all server threads on it) instead
+    /// of one port per thread.
+    pub(crate) shards: Option<u16>,
     /// Homa over UDP or raw IP.
     pub(crate) transport: TransportKind,
     /// IPv6 Homa sockets.
@@ -62,11 +65,23 @@ pub(crate) struct Targets {
 
 impl Targets {
     /// The usual layout of `homa server` at `ip`: Homa and TCP at `port + i` for each
-    /// of `servers` threads, the UDP echo at `udp_port`.
-    pub(crate) fn layout(ip: IpAddr, port: u16, servers: usize, udp_port: u16) -> Targets {
+    /// of `servers` threads (Homa only at `port` if `sharded`), the UDP echo at
+    /// `udp_port`.
+    pub(crate) fn layout(
+        ip: IpAddr,
+        port: u16,
+        servers: usize,
+        sharded: bool,
+        udp_port: u16,
+    ) -> Targets {
         let ports = (0..servers).map(|i| port.wrapping_add(i as u16));
+        let homa_ports = if sharded { 1 } else { servers };
         Targets {
-            homa: ports.clone().map(|p| SocketAddr::new(ip, p)).collect(),
+            homa: ports
+                .clone()
+                .take(homa_ports)
+                .map(|p| SocketAddr::new(ip, p))
+                .collect(),
             tcp: ports.map(|p| SocketAddr::new(ip, p)).collect(),
             udp: SocketAddr::new(ip, udp_port),
         }
@@ -82,7 +97,12 @@ fn spawn(name: String, f: impl FnOnce() + Send + 'static) -> Result<JoinHandle<(
 
 fn homa_sockets(opts: &ServerOptions, first: u16) -> Result<Vec<Arc<Socket>>, BenchError> {
     let mut sockets = Vec::new();
-    for i in 0..opts.servers {
+    let ports = if opts.shards.is_some() {
+        1
+    } else {
+        opts.servers
+    };
+    for i in 0..ports {
         let port = u32::from(first) + i as u32;
         if port > 32_767 {
             return Err(BenchError::option(
@@ -94,18 +114,21 @@ fn homa_sockets(opts: &ServerOptions, first: u16) -> Result<Vec<Arc<Socket>>, Be
             ));
         }
         let port = port as u16;
-        let socket = Socket::bind(port, socket_config(opts.transport, opts.ipv6, opts.spin))
-            .map_err(|e| {
-                let hint = if opts.transport == TransportKind::RawIp {
-                    " (raw IP needs root or CAP_NET_RAW)"
-                } else {
-                    ""
-                };
-                BenchError::homa(
-                    format!("opening the Homa server socket on port {port}{hint}"),
-                    e,
-                )
-            })?;
+        let mut config = socket_config(opts.transport, opts.ipv6, opts.spin);
+        if let Some(n) = opts.shards {
+            config = config.shards(n);
+        }
+        let socket = Socket::bind(port, config).map_err(|e| {
+            let hint = if opts.transport == TransportKind::RawIp {
+                " (raw IP needs root or CAP_NET_RAW)"
+            } else {
+                ""
+            };
+            BenchError::homa(
+                format!("opening the Homa server socket on port {port}{hint}"),
+                e,
+            )
+        })?;
         sockets.push(Arc::new(socket));
     }
     Ok(sockets)
@@ -193,7 +216,15 @@ impl ServerSet {
         set.threads.push(spawn("udp-echo".into(), move || {
             udp::serve(socket, udp_stop, spin)
         })?);
-        for (i, socket) in set.homa.iter().enumerate() {
+        // One thread per socket, or every server thread on the one sharded socket.
+        for i in 0..opts.servers {
+            let Some(socket) = set
+                .homa
+                .get(i)
+                .or_else(|| set.homa.first().filter(|_| opts.shards.is_some()))
+            else {
+                break;
+            };
             let socket = socket.clone();
             set.threads.push(spawn(format!("homa-server-{i}"), move || {
                 homa::serve(socket)

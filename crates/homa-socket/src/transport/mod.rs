@@ -129,6 +129,29 @@ pub struct TransportStats {
     pub sport_mismatch: u64,
 }
 
+/// Adds another transport's counters (a sharded socket reports the sum of its shards).
+impl std::ops::AddAssign<&TransportStats> for TransportStats {
+    fn add_assign(&mut self, other: &TransportStats) {
+        // Destructured without `..`: a new counter must be added here to compile.
+        let TransportStats {
+            packets_refused,
+            refused_by_errno,
+            batches_stalled,
+            truncated,
+            malformed,
+            sport_mismatch,
+        } = other;
+        self.packets_refused += packets_refused;
+        for (errno, n) in refused_by_errno {
+            *self.refused_by_errno.entry(*errno).or_insert(0) += n;
+        }
+        self.batches_stalled += batches_stalled;
+        self.truncated += truncated;
+        self.malformed += malformed;
+        self.sport_mismatch += sport_mismatch;
+    }
+}
+
 /// The send-side counters, kept under the send mutex (which every send holds anyway).
 #[derive(Debug, Default)]
 pub(crate) struct SendCounters {
@@ -358,6 +381,25 @@ impl Transport {
         match options.kind {
             TransportKind::Udp => udp::UdpTransport::open(options).map(Transport::Udp),
             TransportKind::RawIp => raw::RawTransport::open(options).map(Transport::Raw),
+        }
+    }
+
+    /// Opens `shards` transports that share one server port, each receiving the packets
+    /// of the senders whose Homa source port is its index modulo `shards` (UDP only: a
+    /// `SO_REUSEPORT` group steered by a classic BPF program).
+    pub(crate) fn open_shards(
+        options: &TransportOptions,
+        shards: u16,
+    ) -> Result<Vec<Transport>, crate::Error> {
+        match options.kind {
+            TransportKind::Udp => Ok(udp::UdpTransport::open_shards(options, shards)?
+                .into_iter()
+                .map(Transport::Udp)
+                .collect()),
+            TransportKind::RawIp => Err(crate::Error::invalid(
+                "shards",
+                "a sharded socket needs the UDP transport (raw IP sockets cannot share a port)",
+            )),
         }
     }
 

@@ -50,7 +50,7 @@ use std::io;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Mutex, MutexGuard, PoisonError};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
 
 use homa_proto::engine::Unreachable;
@@ -397,6 +397,8 @@ pub(crate) struct UdpTransport {
     truncated: AtomicU64,
     /// Datagrams dropped because their UDP source port was not their Homa `sport`.
     sport_mismatch: AtomicU64,
+    /// A shard group's hold on its port (see `open_shards`), shared by its shards.
+    _group: Option<Arc<OwnedFd>>,
 }
 
 impl UdpTransport {
@@ -457,18 +459,20 @@ impl UdpTransport {
             gso: AtomicBool::new(true),
             truncated: AtomicU64::new(0),
             sport_mismatch: AtomicU64::new(0),
+            _group: None,
         })
     }
 
     /// Opens `shards` sockets on server port `options.port` as one `SO_REUSEPORT` group
-    /// (step one of a port served by several engines, issue 11 item 6; not used by the
-    /// socket API yet). A reuseport program sends each datagram to the socket of index
+    /// (the transports of a sharded socket, `SocketConfig::shards`). A reuseport program sends each datagram to the socket of index
     /// (its Homa source port, the first two bytes of its payload) mod `shards`, so all
     /// the packets of a client port (each of its RPCs, every packet type) reach the same
     /// shard, and the responses to a request sent to server port `p` reach shard
-    /// `p % shards`. Any socket of the same user that sets `SO_REUSEPORT` could join the
-    /// group (and receive a share); a socket without it cannot bind the port.
-    #[cfg_attr(not(test), allow(dead_code))]
+    /// `p % shards`. A socket without `SO_REUSEPORT` cannot bind the port; so that
+    /// another homa-rs shard group (which sets it) cannot join this one, the group holds
+    /// the abstract Unix name `homa-rs/udp-shard-group/<v4|v6>/<port>` for its life
+    /// (as raw-IP sockets reserve their port). A foreign program of the same user that
+    /// sets `SO_REUSEPORT` could still join and receive a share.
     pub(crate) fn open_shards(
         options: &TransportOptions,
         shards: u16,
@@ -488,6 +492,17 @@ impl UdpTransport {
                 format!("{shards} is out of range: allowed 1..=256"),
             ));
         }
+        let family = match options.family {
+            Family::V4 => "v4",
+            Family::V6 => "v6",
+        };
+        let name = format!("homa-rs/udp-shard-group/{family}/{port}");
+        let group = Arc::new(sys::bind_abstract(name.as_bytes()).map_err(|e| {
+            crate::Error::io(
+                "reserving the port for a shard group (abstract Unix socket)",
+                e,
+            )
+        })?);
         let mut fds = Vec::with_capacity(usize::from(shards));
         for _ in 0..shards {
             let fd = Self::new_socket(options)?;
@@ -510,7 +525,11 @@ impl UdpTransport {
                 .map_err(|e| crate::Error::io("attaching the shards' reuseport program", e))?;
         }
         fds.into_iter()
-            .map(|fd| Self::from_fd(fd, options))
+            .map(|fd| {
+                let mut shard = Self::from_fd(fd, options)?;
+                shard._group = Some(group.clone());
+                Ok(shard)
+            })
             .collect()
     }
 
