@@ -66,8 +66,9 @@
 use std::collections::{BTreeSet, HashMap, HashSet, VecDeque};
 use std::fmt;
 use std::net::{IpAddr, SocketAddr};
-use std::sync::Arc;
 use std::time::Duration;
+
+use bytes::Bytes;
 
 use crate::grant::{GrantDecision, GrantScheduler};
 use crate::outgoing::{OutMessage, Retransmit};
@@ -155,7 +156,7 @@ impl EngineOptions {
 /// message's bytes, shared with the engine (cloning it copies no bytes).
 #[derive(Clone)]
 pub struct Payload {
-    pub(crate) data: Arc<Vec<u8>>,
+    pub(crate) data: Bytes,
     pub(crate) start: usize,
     pub(crate) end: usize,
 }
@@ -493,9 +494,10 @@ impl<R: Region> Engine<R> {
         &mut self,
         now: Time,
         dest: SocketAddr,
-        message: Vec<u8>,
+        message: impl Into<Bytes>,
         cookie: u64,
     ) -> Result<u64, SendError> {
+        let message = message.into();
         self.now = self.now.max(now);
         self.check_message(message.len())?;
         if !(1..MIN_CLIENT_PORT).contains(&dest.port()) {
@@ -533,8 +535,9 @@ impl<R: Region> Engine<R> {
         now: Time,
         client: SocketAddr,
         id: u64,
-        message: Vec<u8>,
+        message: impl Into<Bytes>,
     ) -> Result<(), SendError> {
+        let message = message.into();
         self.now = self.now.max(now);
         self.check_message(message.len())?;
         if is_client_id(id) {

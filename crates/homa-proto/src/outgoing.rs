@@ -3,6 +3,8 @@
 
 use std::net::{IpAddr, SocketAddr};
 
+use bytes::Bytes;
+
 use crate::engine::{Engine, Payload, Transmit};
 use crate::region::Region;
 use crate::rpc::{Lookup, RpcState};
@@ -10,12 +12,11 @@ use crate::wire::{DataRepr, GrantRepr, OffsetForm, PacketType, Repr, ResendRepr,
 use crate::Time;
 
 /// The sending side of a message.
-use std::sync::Arc;
 
 #[derive(Debug, Clone)]
 pub(crate) struct OutMessage {
     /// The message bytes (kept until the RPC ends, for retransmission).
-    pub(crate) data: Arc<Vec<u8>>,
+    pub(crate) data: Bytes,
     /// Bytes sent without grants: `min(unsched_bytes, length)`.
     pub(crate) unsched: u32,
     /// Bytes the receiver has allowed so far.
@@ -29,11 +30,11 @@ pub(crate) struct OutMessage {
 }
 
 impl OutMessage {
-    pub(crate) fn new(data: Vec<u8>, unsched_bytes: u32, max_seg: u32) -> Self {
+    pub(crate) fn new(data: Bytes, unsched_bytes: u32, max_seg: u32) -> Self {
         let length = data.len() as u32;
         let unsched = unsched_bytes.min(length);
         OutMessage {
-            data: Arc::new(data),
+            data,
             unsched,
             granted: unsched,
             next_offset: 0,
@@ -321,7 +322,7 @@ impl<R: Region> Engine<R> {
     /// a [`Payload`] of `data`. Returns (bytes written, bytes on the wire, payload).
     pub(crate) fn emit_data(
         repr: &DataRepr<'_>,
-        data: &Arc<Vec<u8>>,
+        data: &Bytes,
         buf: &mut [u8],
         split: bool,
     ) -> (usize, usize, Option<Payload>) {
@@ -330,7 +331,7 @@ impl<R: Region> Engine<R> {
                 .expect("buffer checked by poll_transmit");
             let start = repr.offset as usize;
             let payload = Payload {
-                data: Arc::clone(data),
+                data: data.clone(),
                 start,
                 end: start + repr.payload.len(),
             };
@@ -487,7 +488,7 @@ mod tests {
     #[test]
     fn packet_boundary_is_cut_exactly_at_the_unscheduled_limit() {
         // PROTOCOL.md 3.1: 40000 unscheduled, 1424-byte segments: ..., 39872 (128 bytes), 40000, 41424, ...
-        let m = OutMessage::new(vec![0; 100_000], 40_000, 1424);
+        let m = OutMessage::new(vec![0; 100_000].into(), 40_000, 1424);
         let segs = segments(&m);
         assert_eq!(segs[27], (27 * 1424, 28 * 1424));
         assert_eq!(segs[28], (39_872, 40_000));
@@ -501,7 +502,7 @@ mod tests {
 
     #[test]
     fn short_messages_are_entirely_unscheduled() {
-        let m = OutMessage::new(vec![0; 100], 40_000, 1424);
+        let m = OutMessage::new(vec![0; 100].into(), 40_000, 1424);
         assert_eq!(m.unsched, 100);
         assert_eq!(m.granted, 100);
         assert_eq!(segments(&m), vec![(0, 100)]);
@@ -509,7 +510,7 @@ mod tests {
 
     #[test]
     fn grants_only_grow_and_are_capped_at_the_length() {
-        let mut m = OutMessage::new(vec![0; 50_000], 40_000, 1424);
+        let mut m = OutMessage::new(vec![0; 50_000].into(), 40_000, 1424);
         assert!(!m.grant(30_000));
         assert!(m.grant(45_000));
         assert!(m.grant(1_000_000));

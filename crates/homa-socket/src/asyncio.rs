@@ -13,6 +13,7 @@
 //! * the socket's watchdog thread runs timers (RESENDs, timeouts, acks) while tasks wait
 //!   on the reactor, and drives only when no task does.
 
+use bytes::Bytes;
 use std::future::poll_fn;
 use std::io::IoSlice;
 use std::net::SocketAddr;
@@ -153,9 +154,10 @@ impl AsyncSocket {
     pub async fn send_request_owned(
         &self,
         dest: SocketAddr,
-        message: Vec<u8>,
+        message: impl Into<Bytes>,
         cookie: u64,
     ) -> Result<u64, Error> {
+        let message = message.into();
         self.socket.check_family(dest)?;
         crate::socket::check_length(message.len())?;
         self.send(message, move |e, now, b| {
@@ -173,8 +175,9 @@ impl AsyncSocket {
         &self,
         client: SocketAddr,
         id: u64,
-        message: Vec<u8>,
+        message: impl Into<Bytes>,
     ) -> Result<(), Error> {
+        let message = message.into();
         self.socket.check_family(client)?;
         crate::socket::check_length(message.len())?;
         self.send(message, move |e, now, b| {
@@ -197,11 +200,11 @@ impl AsyncSocket {
 
     async fn send<T>(
         &self,
-        bytes: Vec<u8>,
+        bytes: Bytes,
         call: impl Fn(
             &mut homa_proto::engine::Engine<crate::region::RegionWriter>,
             homa_proto::Time,
-            Vec<u8>,
+            Bytes,
         ) -> Result<T, homa_proto::engine::SendError>,
     ) -> Result<T, Error> {
         let inner = self.socket.inner();

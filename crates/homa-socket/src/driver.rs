@@ -43,6 +43,7 @@ use std::sync::{Arc, Condvar, Mutex, MutexGuard, OnceLock, Weak};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
+use bytes::Bytes;
 use homa_proto::engine::{self, Engine, Event, RpcFailure};
 use homa_proto::Time;
 
@@ -592,9 +593,9 @@ impl Inner {
     /// (`wmem_max`) has no room for them yet.
     pub(crate) fn try_send<T>(
         &self,
-        call: &impl Fn(&mut Engine<RegionWriter>, Time, Vec<u8>) -> Result<T, engine::SendError>,
-        bytes: Vec<u8>,
-    ) -> Result<Result<T, Vec<u8>>, Error> {
+        call: &impl Fn(&mut Engine<RegionWriter>, Time, Bytes) -> Result<T, engine::SendError>,
+        bytes: Bytes,
+    ) -> Result<Result<T, Bytes>, Error> {
         let mut core = self.lock();
         if core.shutdown {
             return Err(Error::Shutdown);
@@ -630,8 +631,8 @@ impl Inner {
     /// An application send that waits while the transmit buffer is full.
     pub(crate) fn send<T>(
         &self,
-        call: impl Fn(&mut Engine<RegionWriter>, Time, Vec<u8>) -> Result<T, engine::SendError>,
-        mut bytes: Vec<u8>,
+        call: impl Fn(&mut Engine<RegionWriter>, Time, Bytes) -> Result<T, engine::SendError>,
+        mut bytes: Bytes,
     ) -> Result<T, Error> {
         loop {
             match self.try_send(&call, bytes)? {
@@ -818,6 +819,8 @@ impl Inner {
         // (A caller that must not wait, past its deadline, reads without waiting.)
         let timers_due = core.engine.poll_timeout().is_some_and(|t| t <= self.now());
         let mut wait = !timers_due && deadline.is_none_or(|d| d > Instant::now());
+        // Datagrams the last receive returned.
+        let mut last = 0;
         loop {
             let now = self.now();
             let engine_at = core.engine.poll_timeout();
@@ -825,6 +828,13 @@ impl Inner {
             let transport = core.transport.clone();
             let mut batch = core.recv_batch.take().expect("one driver at a time");
             core.place(&mut batch);
+            // With no message arriving and no burst going on, take one datagram: if it
+            // is the first packet of a long message, the rest of the message (often
+            // queued right behind it: a loopback message goes out whole) is then
+            // received straight into its bpages instead of being copied there. In a
+            // burst the full batch is taken (at most one receive per burst is single).
+            let single = core.placements.is_empty() && last == 0;
+            batch.set_limit(if single { 1 } else { BATCH });
             // Without the lock: receive (spinning a little, then sleeping, after the first
             // round).
             drop(core);
@@ -845,6 +855,7 @@ impl Inner {
             let now = self.now();
             core.last_drive = now;
             let n = received.unwrap_or(0);
+            last = n;
             if n == BATCH {
                 full_batches += 1;
             } else {

@@ -42,6 +42,8 @@ mod waiters;
 
 #[cfg(feature = "tokio")]
 pub use asyncio::AsyncSocket;
+/// The shared byte buffer the owned sends take (`bytes::Bytes`, re-exported).
+pub use bytes::Bytes;
 pub use config::SocketConfig;
 pub use error::Error;
 pub use message::{Message, MessageKind};

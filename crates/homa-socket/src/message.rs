@@ -151,7 +151,8 @@ impl Message {
     /// As [`reply`](Self::reply): [`Error::InvalidArgument`] for a response (only
     /// requests are replied to), [`Error::EmptyMessage`], [`Error::MessageTooLong`],
     /// [`Error::Shutdown`].
-    pub fn reply_owned(&self, response: Vec<u8>) -> Result<(), Error> {
+    pub fn reply_owned(&self, response: impl Into<bytes::Bytes>) -> Result<(), Error> {
+        let response = response.into();
         if self.kind != MessageKind::Request {
             return Err(Error::invalid("message", "only requests can be replied to"));
         }

@@ -8,6 +8,7 @@ use std::time::{Duration, Instant};
 
 use homa_proto::engine::{self, Engine, EngineOptions};
 
+use bytes::Bytes;
 use homa_proto::pool::BPAGE_SIZE;
 
 use crate::driver::Inner;
@@ -266,17 +267,20 @@ impl Socket {
         self.send_request_owned(dest, gather(message)?, cookie)
     }
 
-    /// [`send_request`](Self::send_request) that takes the message's buffer: no copy is
-    /// made in user space (the packets go out as iovecs over these very bytes, which the
-    /// socket keeps until the response arrives). The slice calls copy the message once.
+    /// [`send_request`](Self::send_request) that takes the message's buffer, a `Vec<u8>`
+    /// or a [`Bytes`](crate::Bytes): no copy is made in user space (the packets go out as
+    /// iovecs over these very bytes, which the socket keeps until the response arrives).
+    /// A `Bytes` is shared, so one buffer (e.g. `Bytes::from_static`) can be sent any
+    /// number of times without a copy. The slice calls copy the message once.
     ///
     /// ```
-    /// use homa_socket::{Socket, SocketConfig, Want};
+    /// use homa_socket::{Bytes, Socket, SocketConfig, Want};
     /// let server = Socket::bind(5995, SocketConfig::default())?;
     /// let client = Socket::new(SocketConfig::default())?;
     /// let id = client.send_request_owned(server.loopback_addr(), vec![7; 100_000], 0)?;
     /// let request = server.recv(Want::Requests)?;
-    /// request.reply_owned(request.to_vec())?;
+    /// static ZEROS: [u8; 100_000] = [0; 100_000];
+    /// request.reply_owned(Bytes::from_static(&ZEROS))?;
     /// assert_eq!(client.recv(Want::Response(id))?.len(), 100_000);
     /// # Ok::<(), homa_socket::Error>(())
     /// ```
@@ -289,9 +293,10 @@ impl Socket {
     pub fn send_request_owned(
         &self,
         dest: SocketAddr,
-        message: Vec<u8>,
+        message: impl Into<Bytes>,
         cookie: u64,
     ) -> Result<u64, Error> {
+        let message = message.into();
         self.check_family(dest)?;
         check_length(message.len())?;
         self.shards.for_peer(dest).send(
@@ -310,8 +315,9 @@ impl Socket {
         &self,
         client: SocketAddr,
         id: u64,
-        message: Vec<u8>,
+        message: impl Into<Bytes>,
     ) -> Result<(), Error> {
+        let message = message.into();
         self.check_family(client)?;
         check_length(message.len())?;
         self.shards.for_peer(client).send(
@@ -577,12 +583,12 @@ pub(crate) fn check_length(len: usize) -> Result<(), Error> {
 }
 
 /// Copies a message given as slices into one buffer that the engine owns.
-pub(crate) fn gather(message: &[IoSlice<'_>]) -> Result<Vec<u8>, Error> {
+pub(crate) fn gather(message: &[IoSlice<'_>]) -> Result<Bytes, Error> {
     let len: usize = message.iter().map(|s| s.len()).sum();
     check_length(len)?;
     let mut bytes = Vec::with_capacity(len);
     for s in message {
         bytes.extend_from_slice(s);
     }
-    Ok(bytes)
+    Ok(bytes.into())
 }

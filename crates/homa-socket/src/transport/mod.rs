@@ -309,6 +309,9 @@ pub(crate) struct RecvBatch {
     pub(crate) packets: Vec<(IpAddr, usize, usize)>,
     pub(crate) max_packet: usize,
     pub(crate) capacity: usize,
+    /// How many datagrams the next receives may take (1..=capacity; see
+    /// [`set_limit`](Self::set_limit)).
+    pub(crate) limit: usize,
     /// Direct placement: per slot, where the bytes after the datagram's first
     /// [`SCATTER_HEAD`](sys::SCATTER_HEAD) go instead (see [`set_scatter`](Self::set_scatter)).
     scatter: Vec<sys::Scatter>,
@@ -322,8 +325,14 @@ impl RecvBatch {
             packets: Vec::with_capacity(capacity),
             max_packet,
             capacity,
+            limit: capacity,
             scatter: Vec::with_capacity(capacity),
         }
+    }
+
+    /// Lets the next receives take at most `n` datagrams (clamped to 1..=capacity).
+    pub(crate) fn set_limit(&mut self, n: usize) {
+        self.limit = n.clamp(1, self.capacity);
     }
     /// The Homa packets received by the last [`Transport::recv`], with their source.
     #[cfg(test)]

@@ -147,7 +147,7 @@ pub(crate) fn recv_batch(
                 fd,
                 &mut batch.buf,
                 batch.max_packet,
-                batch.capacity,
+                batch.limit,
                 ipv4_prefix,
                 &batch.scatter,
             )
