@@ -440,6 +440,19 @@ impl<R: Region> Engine<R> {
         }
     }
 
+    /// A new outgoing message to `dest`. To loopback peers with the loopback
+    /// unscheduled bytes set (`EngineOptions::unsched_loopback`: this library at both
+    /// ends), a message of several packets starts with a short lead packet
+    /// (`OutMessage::with_lead`), so that the receiver places the rest.
+    fn out_message(&self, message: Bytes, dest: IpAddr) -> OutMessage {
+        let out = OutMessage::new(message, self.unsched_to(dest), self.max_seg(dest));
+        if dest.is_loopback() && self.options.unsched_loopback.is_some() {
+            out.with_lead()
+        } else {
+            out
+        }
+    }
+
     pub(crate) fn max_seg(&self, dest: IpAddr) -> u32 {
         let max_packet = match (dest, self.options.max_packet_loopback) {
             (d, Some(lo)) if d.is_loopback() => lo,
@@ -510,7 +523,7 @@ impl<R: Region> Engine<R> {
         self.next_id = self.next_id.wrapping_add(2);
         self.queued_bytes += message.len() as u64;
         let serial = self.new_serial();
-        let out = OutMessage::new(message, self.unsched_to(dest.ip()), self.max_seg(dest.ip()));
+        let out = self.out_message(message, dest.ip());
         let key = self.insert_rpc(Rpc {
             id,
             peer: dest,
@@ -547,8 +560,7 @@ impl<R: Region> Engine<R> {
             .server_ids
             .get(&(client.ip(), id))
             .ok_or(SendError::UnknownRpc { id })?;
-        let max_seg = self.max_seg(client.ip());
-        let unsched = self.unsched_to(client.ip());
+        let out = self.out_message(message, client.ip());
         let rpc = self.rpcs.get_mut(key).ok_or(SendError::UnknownRpc { id })?;
         if rpc.state != RpcState::InService {
             return Err(if rpc.msgout.is_some() {
@@ -557,8 +569,8 @@ impl<R: Region> Engine<R> {
                 SendError::UnknownRpc { id }
             });
         }
-        self.queued_bytes += message.len() as u64;
-        rpc.msgout = Some(OutMessage::new(message, unsched, max_seg));
+        self.queued_bytes += u64::from(out.length());
+        rpc.msgout = Some(out);
         rpc.state = RpcState::Outgoing;
         rpc.silent_ticks = 0;
         self.refresh_sendable(key);

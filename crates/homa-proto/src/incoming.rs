@@ -279,9 +279,10 @@ impl<R: Region> Engine<R> {
             Accepted::New => {
                 m.progress_tick = ticks;
                 // A packet cut short by the message's end or the unscheduled limit does
-                // not show the sender's segment size.
+                // not show the sender's segment size, nor does a first packet (it may be
+                // a short lead, `OutMessage::with_lead`).
                 let end = d.offset + payload_len as u32;
-                if end != d.message_length && end != d.incoming {
+                if d.offset > 0 && end != d.message_length && end != d.incoming {
                     m.seg = m.seg.max(payload_len as u32);
                 }
             }

@@ -27,7 +27,12 @@ pub(crate) struct OutMessage {
     pub(crate) sched_priority: u8,
     /// Payload bytes per packet to this destination.
     pub(crate) max_seg: u32,
+    /// Length of a short first packet (0: none): see [`with_lead`](Self::with_lead).
+    pub(crate) lead: u32,
 }
+
+/// Payload of the short first packet of a message with a lead ([`OutMessage::with_lead`]).
+pub(crate) const LEAD_BYTES: u32 = 1024;
 
 impl OutMessage {
     pub(crate) fn new(data: Bytes, unsched_bytes: u32, max_seg: u32) -> Self {
@@ -40,7 +45,20 @@ impl OutMessage {
             next_offset: 0,
             sched_priority: 0,
             max_seg: max_seg.max(1),
+            lead: 0,
         }
+    }
+
+    /// Starts the message with a short packet of [`LEAD_BYTES`] when it needs more than
+    /// one packet of unscheduled bytes: the receiver learns the message's length (and so
+    /// where it goes) from that packet and can receive the rest straight into place,
+    /// instead of copying a full first packet that arrived before it knew. Later
+    /// packets keep `max_seg` bytes, counted from the lead's end.
+    pub(crate) fn with_lead(mut self) -> Self {
+        if self.unsched > self.max_seg && self.max_seg > LEAD_BYTES {
+            self.lead = LEAD_BYTES;
+        }
+        self
     }
 
     pub(crate) fn length(&self) -> u32 {
@@ -65,6 +83,9 @@ impl OutMessage {
     /// End of the packet that starts at `start`: `max_seg` bytes, cut at the message end
     /// and exactly at the unscheduled limit.
     pub(crate) fn segment_end(&self, start: u32) -> u32 {
+        if start < self.lead {
+            return self.lead;
+        }
         let mut end = start.saturating_add(self.max_seg).min(self.length());
         if start < self.unsched {
             end = end.min(self.unsched);
@@ -74,8 +95,10 @@ impl OutMessage {
 
     /// Start of the original packet that holds byte `offset`.
     pub(crate) fn segment_start(&self, offset: u32) -> u32 {
-        if offset < self.unsched {
-            offset / self.max_seg * self.max_seg
+        if offset < self.lead {
+            0
+        } else if offset < self.unsched {
+            self.lead + (offset - self.lead) / self.max_seg * self.max_seg
         } else {
             self.unsched + (offset - self.unsched) / self.max_seg * self.max_seg
         }
@@ -498,6 +521,24 @@ mod tests {
             assert_eq!(m.segment_start(s), s);
             assert_eq!(m.segment_start(e - 1), s);
         }
+    }
+
+    #[test]
+    fn a_lead_packet_comes_first_and_the_rest_keep_their_size() {
+        let m = OutMessage::new(vec![0; 200_000].into(), 1_000_000, 65_480).with_lead();
+        let segs = segments(&m);
+        assert_eq!(segs[0], (0, LEAD_BYTES));
+        assert_eq!(segs[1], (LEAD_BYTES, LEAD_BYTES + 65_480));
+        assert_eq!(segs.last().unwrap().1, 200_000);
+        for &(s, e) in &segs {
+            assert_eq!(m.segment_start(s), s);
+            assert_eq!(m.segment_start(e - 1), s);
+        }
+        // One packet's worth (or less) of unscheduled bytes: no lead.
+        let one = OutMessage::new(vec![0; 60_000].into(), 1_000_000, 65_480).with_lead();
+        assert_eq!(segments(&one), vec![(0, 60_000)]);
+        let granted = OutMessage::new(vec![0; 200_000].into(), 40_000, 65_480).with_lead();
+        assert_eq!(granted.lead, 0);
     }
 
     #[test]
