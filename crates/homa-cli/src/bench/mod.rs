@@ -286,12 +286,20 @@ pub(crate) struct ClientArgs {
     measure: MeasureArgs,
 }
 
-/// The socket settings every benchmark Homa socket uses.
+/// The socket settings every benchmark Homa socket uses. Over raw IP, messages to
+/// loopback peers go unscheduled whole as over UDP (the socket's raw-IP default keeps the
+/// kernel's 40,000 bytes because a loopback peer may be the kernel module; the
+/// benchmark's peers are its own sockets), so the two transports differ only in how
+/// packets travel.
 pub(crate) fn socket_config(transport: TransportKind, ipv6: bool, spin: Duration) -> SocketConfig {
-    SocketConfig::default()
+    let config = SocketConfig::default()
         .transport(transport)
         .ipv6(ipv6)
-        .busy_poll(spin)
+        .busy_poll(spin);
+    match transport {
+        TransportKind::RawIp => config.loopback_unsched_bytes(homa_proto::wire::MAX_MESSAGE_LENGTH),
+        _ => config,
+    }
 }
 
 /// `homa bench`: servers and clients in this process, on loopback.

@@ -328,7 +328,7 @@ pub(crate) fn text(ctx: &Context, results: &Results) -> String {
         o,
         "  network   MTU {}; Homa over {}{}, {} priorities, messages at most {MAX_MESSAGE} B; every transport's waiting threads busy-poll {} µs (sched_yield between polls) before sleeping",
         ctx.mtu.map_or("unknown".into(), |v| v.to_string()),
-        if ctx.transport == "raw" { "raw IP (protocol 146)" } else { "UDP" },
+        if ctx.transport == "raw" { "raw IP (protocol 146; loopback messages unscheduled whole, as over UDP)" } else { "UDP" },
         if ctx.ipv6 { ", IPv6" } else { ", IPv4" },
         ctx.priorities,
         ctx.busy_poll_us
