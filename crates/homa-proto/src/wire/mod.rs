@@ -38,7 +38,8 @@ mod resend;
 
 pub use ack::{Ack, AckList, AckPacket, AckRepr};
 pub use checksum::{
-    checksum_ipv4, checksum_ipv6, fill_checksum, fill_checksum_split, packet_checksum,
+    checksum_ipv4, checksum_ipv6, fill_checksum, fill_checksum_seed, fill_checksum_split,
+    packet_checksum,
 };
 pub use common::{CommonRepr, Packet};
 pub use cutoffs::{CutoffsPacket, CutoffsRepr};

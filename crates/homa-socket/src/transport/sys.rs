@@ -899,6 +899,10 @@ impl RecvScratch {
     }
 }
 
+/// Bytes of a quoted packet kept from an error report: the longest IPv4 header (60) and
+/// the Homa ports.
+pub(crate) const QUOTED: usize = 64;
+
 /// One entry of a socket's error queue.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct QueuedError {
@@ -911,8 +915,9 @@ pub(crate) struct QueuedError {
     pub(crate) origin: Option<u8>,
     pub(crate) icmp_type: u8,
     pub(crate) icmp_code: u8,
-    /// The first bytes of the quoted packet (for raw sockets: the Homa header).
-    pub(crate) quoted: [u8; 8],
+    /// The first bytes of the quoted packet (for raw sockets: the Homa header, after
+    /// the IPv4 header if the socket writes it, `IP_HDRINCL`).
+    pub(crate) quoted: [u8; QUOTED],
     pub(crate) quoted_len: usize,
 }
 
@@ -967,7 +972,7 @@ fn recvmsg_with_control<'c>(
 
 /// Takes one entry off the socket's error queue (`MSG_ERRQUEUE`); `None` when empty.
 pub(crate) fn recv_error(fd: RawFd) -> io::Result<Option<QueuedError>> {
-    let mut data = [0u8; 8];
+    let mut data = [0u8; QUOTED];
     let mut control = [0u64; 64];
     let got = loop {
         match recvmsg_with_control(

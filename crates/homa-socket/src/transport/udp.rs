@@ -1296,7 +1296,7 @@ mod tests {
             origin: Some(origin),
             icmp_type: ty,
             icmp_code: code,
-            quoted: [0; 8],
+            quoted: [0; sys::QUOTED],
             quoted_len: 0,
         };
         use libc::{SO_EE_ORIGIN_ICMP as V4, SO_EE_ORIGIN_ICMP6 as V6};
