@@ -46,6 +46,9 @@ fn quick_run_prints_every_section_and_writes_outputs() {
         "\"throughput\"",
         "\"loaded\"",
         "\"p99_slowdown\"",
+        "\"cpu_us_per_rpc\"",
+        "\"ctx_switches_per_rpc\"",
+        "\"server_shards\": null",
     ] {
         assert!(json.contains(key), "no {key} in the JSON");
     }
@@ -57,12 +60,43 @@ fn quick_run_prints_every_section_and_writes_outputs() {
 }
 
 #[test]
+fn a_sharded_homa_server_port_serves_the_whole_run() {
+    let json = std::env::temp_dir().join(format!("homa-bench-shards-{}.json", std::process::id()));
+    let out = homa()
+        .args([
+            "bench",
+            "--quick",
+            "--duration",
+            "0.3",
+            "--workload",
+            "1000",
+        ])
+        .args(["--server-shards", "2", "--servers", "2", "--json"])
+        .arg(&json)
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "exit {:?}\nstdout:\n{stdout}\nstderr:\n{}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(stdout.contains("(Homa: one port, 2 shards)"), "{stdout}");
+    let text = std::fs::read_to_string(&json).unwrap();
+    assert!(text.contains("\"server_shards\": 2"), "{text}");
+    let _ = std::fs::remove_file(&json);
+}
+
+#[test]
 fn bad_options_fail_with_a_message() {
     for args in [
         &["bench", "--workload", "w9"][..],
         &["bench", "--workload", "2M"],
         &["bench", "--load", "0"],
         &["bench", "--clients", "0"],
+        &["bench", "--server-shards", "0"],
+        &["bench", "--server-shards", "300"],
         &["bench", "--plot", "-"],
         &["bench", "--json", "/nonexistent-dir/x.json"],
         &["client", "--server", "::1"],
