@@ -7,26 +7,32 @@ fn homa() -> Command {
     Command::new(env!("CARGO_BIN_EXE_homa"))
 }
 
-#[test]
-fn quick_run_prints_every_section_and_writes_outputs() {
-    let dir = std::env::temp_dir().join(format!("homa-bench-quick-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    let (json, csv, svg) = (dir.join("r.json"), dir.join("r.csv"), dir.join("r.svg"));
-    let out = homa()
-        .args(["bench", "--quick", "--duration", "0.5", "--json"])
-        .arg(&json)
-        .arg("--csv")
-        .arg(&csv)
-        .arg("--plot")
-        .arg(&svg)
-        .output()
-        .unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout);
+/// Runs `command`, asserts that it succeeded, and returns its standard output.
+fn succeed(command: &mut Command) -> String {
+    let out = command.output().unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
     assert!(
         out.status.success(),
         "exit {:?}\nstdout:\n{stdout}\nstderr:\n{}",
         out.status,
         String::from_utf8_lossy(&out.stderr)
+    );
+    stdout
+}
+
+#[test]
+fn quick_run_prints_every_section_and_writes_outputs() {
+    let dir = std::env::temp_dir().join(format!("homa-bench-quick-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let (json, csv, svg) = (dir.join("r.json"), dir.join("r.csv"), dir.join("r.svg"));
+    let stdout = succeed(
+        homa()
+            .args(["bench", "--quick", "--duration", "0.5", "--json"])
+            .arg(&json)
+            .arg("--csv")
+            .arg(&csv)
+            .arg("--plot")
+            .arg(&svg),
     );
     for section in [
         "1. Unloaded RTT",
@@ -62,25 +68,18 @@ fn quick_run_prints_every_section_and_writes_outputs() {
 #[test]
 fn a_sharded_homa_server_port_serves_the_whole_run() {
     let json = std::env::temp_dir().join(format!("homa-bench-shards-{}.json", std::process::id()));
-    let out = homa()
-        .args([
-            "bench",
-            "--quick",
-            "--duration",
-            "0.3",
-            "--workload",
-            "1000",
-        ])
-        .args(["--server-shards", "2", "--servers", "2", "--json"])
-        .arg(&json)
-        .output()
-        .unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "exit {:?}\nstdout:\n{stdout}\nstderr:\n{}",
-        out.status,
-        String::from_utf8_lossy(&out.stderr)
+    let stdout = succeed(
+        homa()
+            .args([
+                "bench",
+                "--quick",
+                "--duration",
+                "0.3",
+                "--workload",
+                "1000",
+            ])
+            .args(["--server-shards", "2", "--servers", "2", "--json"])
+            .arg(&json),
     );
     assert!(stdout.contains("(Homa: one port, 2 shards)"), "{stdout}");
     let text = std::fs::read_to_string(&json).unwrap();

@@ -142,6 +142,19 @@ pub fn fill_checksum(packet: &mut [u8], src: IpAddr, dst: IpAddr) -> Result<(), 
     fill_checksum_split(packet, &[], src, dst)
 }
 
+/// The checksum field lies in the common header: `head` must hold one.
+fn check_head(head: &[u8]) -> Result<(), WireError> {
+    if head.len() < COMMON_HEADER_LEN {
+        return Err(WireError::Truncated {
+            packet_type: None,
+            field: "checksum",
+            required: COMMON_HEADER_LEN,
+            actual: head.len(),
+        });
+    }
+    Ok(())
+}
+
 /// [`fill_checksum`] for a packet kept in two pieces, as it is sent with two iovecs:
 /// `head`, its first bytes (at least the common header), and `rest`, the bytes that
 /// follow on the wire (a DATA payload left in the message's memory). The checksum is
@@ -166,14 +179,7 @@ pub fn fill_checksum_split(
     src: IpAddr,
     dst: IpAddr,
 ) -> Result<(), WireError> {
-    if head.len() < COMMON_HEADER_LEN {
-        return Err(WireError::Truncated {
-            packet_type: None,
-            field: "checksum",
-            required: COMMON_HEADER_LEN,
-            actual: head.len(),
-        });
-    }
+    check_head(head)?;
     let len = head.len() + rest.len();
     let sum = fold(pseudo(src, dst, len)? + sum_packet(head) + sum_at(rest, head.len()));
     head[CHECKSUM_AT..CHECKSUM_AT + 2].copy_from_slice(&sum.to_be_bytes());
@@ -208,14 +214,7 @@ pub fn fill_checksum_seed(
     src: IpAddr,
     dst: IpAddr,
 ) -> Result<(), WireError> {
-    if head.len() < COMMON_HEADER_LEN {
-        return Err(WireError::Truncated {
-            packet_type: None,
-            field: "checksum",
-            required: COMMON_HEADER_LEN,
-            actual: head.len(),
-        });
-    }
+    check_head(head)?;
     let seed = fold16(pseudo(src, dst, len)?);
     head[CHECKSUM_AT..CHECKSUM_AT + 2].copy_from_slice(&seed.to_be_bytes());
     Ok(())
