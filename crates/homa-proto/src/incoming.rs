@@ -92,6 +92,12 @@ impl InMessage {
         self.seg = 0;
     }
 
+    /// Its entry in the engine's stalled set (`stall.rs`), for RPC `key` of `serial`: the
+    /// one place that lays the entry out.
+    pub(crate) fn stall_entry(&self, serial: u64, key: u32) -> crate::stall::StallEntry {
+        (self.stall_late, self.length, serial, key)
+    }
+
     /// Whether its sender has sent nothing new for at least `ticks` ticks, at engine
     /// tick `now` (`grant.rs`, `stall.rs`).
     pub(crate) fn idle_for(&self, now: u64, ticks: u64) -> bool {
@@ -249,7 +255,7 @@ impl<R: Region> Engine<R> {
             m.buffers = self.pool.allocate(d.message_length);
             if m.buffers.is_none() {
                 self.stats.buffer_stalls += 1;
-                self.stalled.insert((false, d.message_length, serial, key));
+                self.stalled.insert(m.stall_entry(serial, key));
             }
             rpc.msgin = Some(m);
         }

@@ -280,7 +280,7 @@ impl<R: Region> Engine<R> {
                 } else if !m.is_complete() {
                     stalled += 1;
                     ensure!(
-                        self.stalled.contains(&(m.stall_late, len, rpc.serial, key)),
+                        self.stalled.contains(&m.stall_entry(rpc.serial, key)),
                         "{what}: without buffers and not stalled"
                     );
                     ensure!(m.received == 0, "{what}: received bytes with nowhere to go");

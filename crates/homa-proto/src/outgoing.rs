@@ -12,7 +12,6 @@ use crate::wire::{DataRepr, GrantRepr, OffsetForm, PacketType, Repr, ResendRepr,
 use crate::Time;
 
 /// The sending side of a message.
-
 #[derive(Debug, Clone)]
 pub(crate) struct OutMessage {
     /// The message bytes (kept until the RPC ends, for retransmission).

@@ -284,8 +284,7 @@ impl<R: Region> Engine<R> {
                 self.grants_dirty = true;
             }
             if !m.is_complete() {
-                self.stalled
-                    .remove(&(m.stall_late, m.length, rpc.serial, key));
+                self.stalled.remove(&m.stall_entry(rpc.serial, key));
                 if let Some(b) = &m.buffers {
                     // The engine still owns an incomplete message's buffers.
                     let _ = self.pool.release_all(b);

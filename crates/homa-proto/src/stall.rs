@@ -142,11 +142,11 @@ impl<R: Region> Engine<R> {
                 moves.push(entry);
             }
         }
-        for &(late, length, serial, key) in &moves {
-            self.stalled.remove(&(late, length, serial, key));
-            self.stalled.insert((!late, length, serial, key));
+        for &entry @ (late, _, serial, key) in &moves {
+            self.stalled.remove(&entry);
             if let Some(m) = self.rpcs.get_mut(key).and_then(|r| r.msgin.as_mut()) {
                 m.stall_late = !late;
+                self.stalled.insert(m.stall_entry(serial, key));
             }
         }
         self.scratch_moves = moves;
@@ -170,6 +170,6 @@ impl<R: Region> Engine<R> {
             self.grants_dirty = true;
         }
         self.stats.buffers_reclaimed += 1;
-        Some((true, m.length, serial, key))
+        Some(m.stall_entry(serial, key))
     }
 }
