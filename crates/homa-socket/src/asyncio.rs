@@ -157,9 +157,7 @@ impl AsyncSocket {
         message: impl Into<Bytes>,
         cookie: u64,
     ) -> Result<u64, Error> {
-        let message = message.into();
-        self.socket.check_family(dest)?;
-        crate::socket::check_length(message.len())?;
+        let message = self.socket.outgoing(dest, message)?;
         self.send(message, move |e, now, b| {
             e.send_request(now, dest, b, cookie)
         })
@@ -177,9 +175,7 @@ impl AsyncSocket {
         id: u64,
         message: impl Into<Bytes>,
     ) -> Result<(), Error> {
-        let message = message.into();
-        self.socket.check_family(client)?;
-        crate::socket::check_length(message.len())?;
+        let message = self.socket.outgoing(client, message)?;
         self.send(message, move |e, now, b| {
             e.send_response(now, client, id, b)
         })

@@ -68,6 +68,39 @@ enum Driver {
     Background,
 }
 
+/// One turn in the driver role: who drives, for what, until when.
+#[derive(Debug, Clone, Copy)]
+struct Turn {
+    who: Driver,
+    /// What an application driver waits for: it gives the role back once that is there.
+    want: Want,
+    deadline: Option<Instant>,
+    /// A sharded socket's scanning receive: it also gives the role back when a sibling
+    /// shard pokes it.
+    scan: bool,
+}
+
+impl Turn {
+    fn app(want: Want, deadline: Option<Instant>, scan: bool) -> Turn {
+        Turn {
+            who: Driver::App,
+            want,
+            deadline,
+            scan,
+        }
+    }
+
+    /// The watchdog's turn: until an application asks for the role (or `deadline`).
+    fn background(deadline: Option<Instant>) -> Turn {
+        Turn {
+            who: Driver::Background,
+            want: Want::Both,
+            deadline,
+            scan: false,
+        }
+    }
+}
+
 /// A finished client RPC waiting to be received.
 type Completion = Result<engine::Message, RpcFailure>;
 
@@ -729,14 +762,14 @@ impl Inner {
                 }
                 // Pick up whatever already arrived, without waiting.
                 polled = true;
-                core = self.run_driver(core, Some(Instant::now()), Driver::App, want, false);
+                core = self.run_driver(core, Turn::app(want, Some(Instant::now()), false));
                 continue;
             }
             if deadline.is_some_and(|d| Instant::now() >= d) {
                 return (core, Err(Error::Timeout));
             }
             match core.driver {
-                None => core = self.run_driver(core, deadline, Driver::App, want, scan),
+                None => core = self.run_driver(core, Turn::app(want, deadline, scan)),
                 Some(driver) => {
                     if driver == Driver::Background {
                         // The watchdog drives because nobody did for a tick: ask for the
@@ -764,7 +797,7 @@ impl Inner {
         core: MutexGuard<'a, Core>,
         want: Want,
     ) -> MutexGuard<'a, Core> {
-        self.run_driver(core, Some(Instant::now()), Driver::App, want, false)
+        self.run_driver(core, Turn::app(want, Some(Instant::now()), false))
     }
 
     /// Takes the driver role, drives, and gives the role back. Only threads blocked on
@@ -772,13 +805,10 @@ impl Inner {
     fn run_driver<'a>(
         &'a self,
         mut core: MutexGuard<'a, Core>,
-        deadline: Option<Instant>,
-        who: Driver,
-        want: Want,
-        scan: bool,
+        turn: Turn,
     ) -> MutexGuard<'a, Core> {
-        core.driver = Some(who);
-        let mut core = self.drive(core, deadline, who, want, scan);
+        core.driver = Some(turn.who);
+        let mut core = self.drive(core, turn);
         core.driver = None;
         core.driver_until = None;
         self.notify_waiters(&core);
@@ -800,14 +830,13 @@ impl Inner {
     /// time if timers are due, so that what is queued is handled before they judge peers
     /// silent), runs the timers that are due, transmits, and queues the engine's events.
     /// A `scan` driver also returns when a sibling shard pokes it.
-    fn drive<'a>(
-        &'a self,
-        mut core: MutexGuard<'a, Core>,
-        deadline: Option<Instant>,
-        who: Driver,
-        want: Want,
-        scan: bool,
-    ) -> MutexGuard<'a, Core> {
+    fn drive<'a>(&'a self, mut core: MutexGuard<'a, Core>, turn: Turn) -> MutexGuard<'a, Core> {
+        let Turn {
+            who,
+            want,
+            deadline,
+            scan,
+        } = turn;
         // How many receives in a row filled their batch: more is probably queued. Timers
         // then wait for the queue to drain, so they do not judge peers silent whose
         // packets wait unread, but only for `TIMER_DEFER_BATCHES` batches: however full
@@ -963,14 +992,14 @@ impl Inner {
                     // Nobody read the socket for a tick (and no async task waits on the
                     // reactor to do it): drive until an application thread wants the
                     // role.
-                    core = self.run_driver(core, None, Driver::Background, Want::Both, false);
+                    core = self.run_driver(core, Turn::background(None));
                     continue;
                 }
                 if engine_at.is_some_and(|t| t <= now) {
                     // Timers are due between two drives: one round (read what is
                     // queued, run them, transmit) without waiting, keeping the role free.
                     let now = Some(Instant::now());
-                    core = self.run_driver(core, now, Driver::Background, Want::Both, false);
+                    core = self.run_driver(core, Turn::background(now));
                     continue;
                 }
             }

@@ -226,6 +226,19 @@ impl Socket {
         Ok(())
     }
 
+    /// An owned message to `peer`, checked as every send checks it: the peer's address
+    /// family, then the message's length.
+    pub(crate) fn outgoing(
+        &self,
+        peer: SocketAddr,
+        message: impl Into<Bytes>,
+    ) -> Result<Bytes, Error> {
+        let message = message.into();
+        self.check_family(peer)?;
+        check_length(message.len())?;
+        Ok(message)
+    }
+
     /// Sends a request and returns its id (even). `cookie` comes back with the response.
     /// Blocks while the transmit buffer (`wmem_max`) is full.
     pub fn send_request(
@@ -296,9 +309,7 @@ impl Socket {
         message: impl Into<Bytes>,
         cookie: u64,
     ) -> Result<u64, Error> {
-        let message = message.into();
-        self.check_family(dest)?;
-        check_length(message.len())?;
+        let message = self.outgoing(dest, message)?;
         self.shards.for_peer(dest).send(
             |engine, now, bytes| engine.send_request(now, dest, bytes, cookie),
             message,
@@ -317,9 +328,7 @@ impl Socket {
         id: u64,
         message: impl Into<Bytes>,
     ) -> Result<(), Error> {
-        let message = message.into();
-        self.check_family(client)?;
-        check_length(message.len())?;
+        let message = self.outgoing(client, message)?;
         self.shards.for_peer(client).send(
             |engine, now, bytes| engine.send_response(now, client, id, bytes),
             message,
