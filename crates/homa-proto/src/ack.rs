@@ -54,11 +54,12 @@ impl<R: Region> Engine<R> {
             return;
         }
         if let Some(&key) = self.server_ids.get(&(src.ip(), ack.client_id | 1)) {
-            if self
+            if let Some(rpc) = self
                 .rpcs
-                .get(key)
-                .is_some_and(|r| same_endpoint(r.peer, src))
+                .get_mut(key)
+                .filter(|r| same_endpoint(r.peer, src))
             {
+                rpc.heard = true;
                 self.free_rpc(key);
                 self.stats.acked_rpcs += 1;
             } else {

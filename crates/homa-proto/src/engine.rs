@@ -246,6 +246,10 @@ pub struct Engine<R: Region = Vec<u8>> {
     pub(crate) queued_bytes: u64,
     pub(crate) stats: Stats,
     pub(crate) scratch_keys: Vec<u32>,
+    /// Reused by the timer pass: RPCs due a probe (`probe.rs`).
+    pub(crate) scratch_probes: Vec<crate::probe::DueProbe>,
+    /// When each peer last answered a client RPC (`probe.rs`).
+    pub(crate) liveness: crate::probe::Liveness,
     /// Reused by `reclaim_idle_buffers` (`stall.rs`).
     pub(crate) scratch_idle: Vec<(bool, u32, u32)>,
     /// Reused by `refresh_stalled_order` (`stall.rs`).
@@ -332,6 +336,8 @@ impl<R: Region> Engine<R> {
             queued_bytes: 0,
             stats: Stats::default(),
             scratch_keys: Vec::new(),
+            scratch_probes: Vec::new(),
+            liveness: crate::probe::Liveness::default(),
             scratch_idle: Vec::new(),
             scratch_moves: Vec::new(),
             scratch_ranges: Vec::new(),
@@ -414,6 +420,7 @@ impl<R: Region> Engine<R> {
             tombstone_capacity: self.tombstones.capacity() + self.tombstone_set.capacity(),
             peers: self.peers.len(),
             peer_capacity: self.peers.capacity(),
+            live_peers: self.liveness.len(),
             events: self.events.len(),
             retransmits: self.retransmits.len(),
         }
@@ -532,6 +539,9 @@ impl<R: Region> Engine<R> {
             msgout: Some(out),
             msgin: None,
             silent_ticks: 0,
+            probes: 0,
+            last_probe: 0,
+            heard: false,
             done_tick: None,
             serial,
             queued: None,

@@ -34,6 +34,7 @@ mod pacer;
 mod peer;
 mod placement;
 pub mod pool;
+mod probe;
 pub mod region;
 mod rpc;
 mod stall;

@@ -50,6 +50,13 @@ pub(crate) struct Rpc {
     pub(crate) msgin: Option<InMessage>,
     /// Ticks since the peer last showed signs of life for this RPC.
     pub(crate) silent_ticks: u32,
+    /// RESEND probes sent in the current silence (`probe.rs`).
+    pub(crate) probes: u32,
+    /// The tick of the latest of those probes.
+    pub(crate) last_probe: u64,
+    /// A packet came from the peer for this RPC since the last timer pass (the pass
+    /// records it in the engine's liveness, `probe.rs`).
+    pub(crate) heard: bool,
     /// Server: the tick on which the response was first seen fully sent.
     pub(crate) done_tick: Option<u64>,
     /// Unique for the engine's lifetime; orders RPCs by age and detects stale handles.
@@ -177,7 +184,10 @@ impl<R: Region> Engine<R> {
             return Lookup::Unknown;
         };
         match self.rpcs.get_mut(key) {
-            Some(rpc) if same_endpoint(rpc.peer, src) => Lookup::Found(key),
+            Some(rpc) if same_endpoint(rpc.peer, src) => {
+                rpc.heard = true;
+                Lookup::Found(key)
+            }
             Some(_) => {
                 self.stats.forged += 1;
                 Lookup::Forged
@@ -261,6 +271,10 @@ impl<R: Region> Engine<R> {
     /// Removes an RPC and everything that refers to it; returns it.
     pub(crate) fn free_rpc(&mut self, key: u32) -> Option<Rpc> {
         let rpc = self.rpcs.remove(key)?;
+        if rpc.heard {
+            let timeout = u64::from(self.config.timeout_ticks());
+            self.liveness.heard(rpc.peer, self.ticks, timeout);
+        }
         self.by_peer.remove(&(rpc.peer.ip(), rpc.peer.port(), key));
         if rpc.is_client() {
             self.client_ids.remove(&rpc.id);

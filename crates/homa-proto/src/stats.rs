@@ -63,6 +63,9 @@ pub struct Stats {
     pub idle_unscheduled: u64,
     /// DATA packets sent again for RESENDs or restarts.
     pub retransmitted_packets: u64,
+    /// RESEND probes put off to a later tick because their peer had had its
+    /// `resend_budget` for this one (`probe.rs`).
+    pub probes_deferred: u64,
     /// Requests restarted after RPC_UNKNOWN.
     pub restarts: u64,
     /// RPCs aborted after `timeout_ticks` of silence (client and server).
@@ -117,6 +120,9 @@ pub struct Footprint {
     pub peers: usize,
     /// Room allocated for peers.
     pub peer_capacity: usize,
+    /// Peers whose last answer to a client RPC is remembered (at most 16,384; client
+    /// timeouts consult it).
+    pub live_peers: usize,
     /// Queued application events.
     pub events: usize,
     /// Queued retransmission ranges.
@@ -164,6 +170,7 @@ impl std::ops::AddAssign<&Stats> for Stats {
             buffers_reclaimed,
             idle_unscheduled,
             retransmitted_packets,
+            probes_deferred,
             restarts,
             timeouts,
             unacknowledged_discards,
@@ -195,6 +202,7 @@ impl std::ops::AddAssign<&Stats> for Stats {
             (&mut self.buffers_reclaimed, buffers_reclaimed),
             (&mut self.idle_unscheduled, idle_unscheduled),
             (&mut self.retransmitted_packets, retransmitted_packets),
+            (&mut self.probes_deferred, probes_deferred),
             (&mut self.restarts, restarts),
             (&mut self.timeouts, timeouts),
             (&mut self.unacknowledged_discards, unacknowledged_discards),
@@ -229,6 +237,7 @@ impl std::ops::AddAssign<Footprint> for Footprint {
             tombstone_capacity,
             peers,
             peer_capacity,
+            live_peers,
             events,
             retransmits,
         } = other;
@@ -239,6 +248,7 @@ impl std::ops::AddAssign<Footprint> for Footprint {
         self.tombstone_capacity += tombstone_capacity;
         self.peers += peers;
         self.peer_capacity += peer_capacity;
+        self.live_peers += live_peers;
         self.events += events;
         self.retransmits += retransmits;
     }

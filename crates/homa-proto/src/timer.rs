@@ -22,8 +22,17 @@ impl<R: Region> Engine<R> {
         let resend_interval = self.config.resend_interval();
         let timeout_ticks = self.config.timeout_ticks();
         let mut keys = core::mem::take(&mut self.scratch_keys);
+        let mut due = core::mem::take(&mut self.scratch_probes);
         keys.clear();
         keys.extend(self.rpcs.keys());
+        // Peers heard from since the last pass are alive now, before any RPC is judged.
+        for &key in &keys {
+            if let Some(rpc) = self.rpcs.get_mut(key).filter(|r| r.heard) {
+                rpc.heard = false;
+                let peer = rpc.peer;
+                self.liveness.heard(peer, tick, u64::from(timeout_ticks));
+            }
+        }
         for &key in &keys {
             // 0. A message whose sender went idle gives up its grants.
             self.unschedule_if_idle(key);
@@ -31,8 +40,12 @@ impl<R: Region> Engine<R> {
                 continue;
             };
             if !rpc.is_client() {
-                self.tick_server(key, tick);
+                self.tick_server(key, tick, &mut due);
                 continue;
+            }
+            if rpc.silent_ticks == 0 {
+                // A new silence starts.
+                rpc.probes = 0;
             }
             rpc.silent_ticks += 1;
             // 2. Receiving: silent is fine if nothing granted is missing, or while
@@ -59,17 +72,21 @@ impl<R: Region> Engine<R> {
                 rpc.silent_ticks = 0;
                 continue;
             }
-            // 5. Silence: RESEND every `resend_interval` ticks from `resend_ticks`, abort
-            //    at `timeout_ticks`.
-            let silent = rpc.silent_ticks;
-            if silent >= timeout_ticks {
+            // 5. Silence: RESEND every `resend_interval` ticks from `resend_ticks` (within
+            //    the peer's budget, `probe.rs`), abort at `timeout_ticks` unless the peer
+            //    is alive and this RPC has not yet had its share of probes.
+            let (silent, probes, last_probe, peer) =
+                (rpc.silent_ticks, rpc.probes, rpc.last_probe, rpc.peer);
+            if silent >= timeout_ticks && self.timed_out(peer, probes) {
                 self.stats.timeouts += 1;
                 self.fail_or_discard(key, RpcError::Timeout);
-            } else if silent >= resend_ticks && (silent - resend_ticks) % resend_interval == 0 {
-                self.send_resends(key);
+            } else if self.probe_due(silent, probes, last_probe) {
+                due.push((peer, last_probe, key));
             }
         }
         self.scratch_keys = keys;
+        self.send_due_probes(&mut due);
+        self.scratch_probes = due;
         // Acks that found no DATA packet to ride on for a whole tick go out in ACK
         // packets (up to six each), so servers rarely need to ask with NEED_ACK. The
         // kernel waits to be asked; under bursts of completions that means one NEED_ACK
@@ -94,6 +111,7 @@ impl<R: Region> Engine<R> {
         //    message needs it.
         self.reclaim_idle_buffers(now);
         if tick % COMPACT_TICKS == 0 {
+            self.liveness.prune(tick, u64::from(timeout_ticks));
             self.compact();
         }
     }
@@ -113,10 +131,13 @@ impl<R: Region> Engine<R> {
     /// forges a first packet and never follows up) cannot pin server state, transmit
     /// memory or receive buffers. DATA of the request, GRANTs (as in the kernel) and
     /// RESENDs (here) from the client reset the count; while the server waits for the
-    /// request's bytes, only DATA does (`rpc.rs`, `client_alive`). The kernel never times out a server RPC that waits for grants,
-    /// for its application or for an ack (PROTOCOL.md 4.1, 7.2); this is a deviation.
-    fn tick_server(&mut self, key: u32, tick: u64) {
-        let resend_ticks = self.config.resend_ticks();
+    /// request's bytes, only DATA does (`rpc.rs`, `client_alive`). A client probes within
+    /// a budget per peer (`probe.rs`), so an RPC waiting for grants or for the
+    /// application is freed only when the client is silent for all its RPCs, and one
+    /// waiting for bytes the client owes only after its share of probes went unanswered.
+    /// The kernel never times out a server RPC that waits for grants, for its
+    /// application or for an ack (PROTOCOL.md 4.1, 7.2); this is a deviation.
+    fn tick_server(&mut self, key: u32, tick: u64, due: &mut Vec<crate::probe::DueProbe>) {
         let resend_interval = self.config.resend_interval();
         let timeout_ticks = self.config.timeout_ticks();
         let request_ack_ticks = u64::from(self.config.request_ack_ticks());
@@ -127,26 +148,31 @@ impl<R: Region> Engine<R> {
             RpcState::Outgoing if rpc.msgout.as_ref().is_some_and(|m| m.fully_sent()) => {
                 // 1. Response fully sent: wait for the client's ack, asking with NEED_ACK
                 //    from `request_ack_ticks` on.
-                let done = *rpc.done_tick.get_or_insert(tick);
-                let waited = tick - done;
-                if waited >= u64::from(timeout_ticks) {
+                if rpc.done_tick.is_none() {
+                    rpc.done_tick = Some(tick);
+                    rpc.probes = 0;
+                }
+                let waited = tick - rpc.done_tick.unwrap_or(tick);
+                let (probes, last_probe, peer) = (rpc.probes, rpc.last_probe, rpc.peer);
+                if waited >= u64::from(timeout_ticks) && self.timed_out(peer, probes) {
                     // The kernel asks forever (a to-do in its notes.txt); a client
                     // that vanished must not pin server state, so give up after
                     // `timeout_ticks` ticks in which the client neither acked nor asked
-                    // for data (a RESEND restarts the wait). The RPC is tombstoned, so
+                    // for data (a RESEND restarts the wait) and either fell silent or
+                    // left its share of NEED_ACKs unanswered. The RPC is tombstoned, so
                     // the request cannot run twice.
                     self.stats.unacknowledged_discards += 1;
                     self.free_rpc(key);
                 } else if waited >= request_ack_ticks
-                    && (waited - request_ack_ticks) % u64::from(resend_interval) == 0
+                    && (probes == 0
+                        || tick.saturating_sub(last_probe) >= u64::from(resend_interval))
                 {
                     // The kernel asks on every tick; with many unacknowledged RPCs
                     // that is a storm of NEED_ACKs and ACKs that swamps both hosts.
-                    // Asking every `resend_interval` ticks after the first is
-                    // wire-compatible; clients also flush their acks unasked.
-                    let (to, id) = (rpc.peer, rpc.id);
-                    let common = self.common_to(to, id);
-                    self.queue_control(to, Repr::NeedAck(common));
+                    // Asking every `resend_interval` ticks after the first, within the
+                    // client's probe budget (`probe.rs`), is wire-compatible; clients
+                    // also flush their acks unasked.
+                    due.push((peer, last_probe, key));
                 }
             }
             RpcState::Outgoing if rpc.msgout.as_ref().is_some_and(|m| m.sendable()) => {
@@ -154,32 +180,38 @@ impl<R: Region> Engine<R> {
                 rpc.silent_ticks = 0;
             }
             RpcState::Outgoing | RpcState::InService => {
-                // Waiting for grants for the response, or for the application.
+                // Waiting for grants for the response (a live client sends keep-alive
+                // GRANTs for it), or for the application: a live client probes within
+                // its budget (`probe.rs`), so only one silent for every RPC has vanished.
                 rpc.silent_ticks += 1;
-                if rpc.silent_ticks >= timeout_ticks {
+                let (peer, in_service) = (rpc.peer, rpc.state == RpcState::InService);
+                if rpc.silent_ticks >= timeout_ticks && (!in_service || self.peer_silent(peer)) {
                     self.stats.abandoned += 1;
                     self.free_rpc(key);
                 }
             }
             RpcState::Incoming => {
+                if rpc.silent_ticks == 0 {
+                    rpc.probes = 0;
+                }
                 rpc.silent_ticks += 1;
-                let silent = rpc.silent_ticks;
+                let (silent, probes, last_probe, peer) =
+                    (rpc.silent_ticks, rpc.probes, rpc.last_probe, rpc.peer);
                 let expecting = rpc
                     .msgin
                     .as_ref()
                     .is_some_and(|m| m.buffers.is_some() && m.received < m.granted);
-                if silent >= timeout_ticks {
+                // A client that owes bytes is given its share of probes while it is
+                // alive; one that owes nothing (a stall, `incoming 0`) is not asked.
+                if silent >= timeout_ticks && (!expecting || self.timed_out(peer, probes)) {
                     if expecting {
                         self.stats.timeouts += 1;
                     } else {
                         self.stats.abandoned += 1;
                     }
                     self.free_rpc(key);
-                } else if expecting
-                    && silent >= resend_ticks
-                    && (silent - resend_ticks) % resend_interval == 0
-                {
-                    self.send_resends(key);
+                } else if expecting && self.probe_due(silent, probes, last_probe) {
+                    due.push((peer, last_probe, key));
                 }
             }
         }

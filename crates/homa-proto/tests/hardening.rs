@@ -624,3 +624,142 @@ fn a_packet_from_homa_port_0_is_dropped_and_counted() {
         "nothing is answered"
     );
 }
+
+/// RESENDs the client sent so far.
+fn resends_sent(e: &Engine) -> u64 {
+    e.stats().sent_by_type[PacketType::Resend as usize - 0x10]
+}
+
+#[test]
+fn a_busy_server_with_a_thousand_queued_requests_is_probed_within_budget_and_loses_none() {
+    // The server's application takes 300 ms (three silence timeouts) to get to 1,000
+    // queued requests. The kernel would probe each every 5 ticks: 200,000 RESENDs a
+    // second. Here the client sends at most `resend_budget` a tick to the server, the
+    // BUSYs show the server alive, and every RPC completes.
+    let mut p = Pair::with(Config::default(), Config::default(), 64 << 20, 64 << 20);
+    let budget = u64::from(Config::default().resend_budget());
+    let ids: Vec<u64> = (0..1000)
+        .map(|k| {
+            p.c.send_request(p.now, addr(SERVER), vec![k as u8; 100], k)
+                .unwrap()
+        })
+        .collect();
+    p.exchange();
+    assert_eq!(p.requests.len(), 1000);
+    let mut most_in_a_tick = 0;
+    for _ in 0..300 {
+        let before = resends_sent(&p.c);
+        p.run_ms(1);
+        most_in_a_tick = most_in_a_tick.max(resends_sent(&p.c) - before);
+    }
+    assert!(
+        most_in_a_tick <= budget,
+        "{most_in_a_tick} RESENDs in a tick"
+    );
+    assert!(resends_sent(&p.c) > 0, "the client probed");
+    assert!(
+        p.c.stats().probes_deferred > 0,
+        "the budget held probes back"
+    );
+    assert!(p.failures.is_empty(), "{:?}", p.failures.first());
+    for req in std::mem::take(&mut p.requests) {
+        p.s.release_message(p.now, &req).unwrap();
+        p.s.send_response(p.now, req.peer, req.id, vec![7; 100])
+            .unwrap();
+    }
+    assert!(p.run_until(1000, |p| p.responses.len() == 1000));
+    let mut got: Vec<u64> = p.responses.iter().map(|m| m.id).collect();
+    got.sort_unstable();
+    let mut want = ids;
+    want.sort_unstable();
+    assert_eq!(got, want, "every RPC answered exactly once");
+    assert!(p.failures.is_empty());
+}
+
+#[test]
+fn a_request_lost_among_many_queued_ones_is_found_by_a_probe() {
+    // 200 requests wait at a busy server; one more was lost on the way. The budget puts
+    // the probes off, but the lost one still gets its turn: RPC_UNKNOWN, a restart, and
+    // its response arrives with the others.
+    let mut p = Pair::with(Config::default(), Config::default(), 64 << 20, 64 << 20);
+    for k in 0..200 {
+        p.c.send_request(p.now, addr(SERVER), vec![1; 100], k)
+            .unwrap();
+    }
+    p.exchange();
+    p.client_alive = false;
+    let lost =
+        p.c.send_request(p.now, addr(SERVER), vec![2; 100], 999)
+            .unwrap();
+    p.exchange();
+    p.client_alive = true;
+    assert_eq!(p.requests.len(), 200);
+    assert!(p.run_until(500, |p| p.requests.len() == 201));
+    assert!(p.c.stats().restarts >= 1);
+    for req in std::mem::take(&mut p.requests) {
+        p.s.release_message(p.now, &req).unwrap();
+        p.s.send_response(p.now, req.peer, req.id, vec![7; 100])
+            .unwrap();
+    }
+    assert!(p.run_until(1000, |p| p.responses.len() == 201));
+    assert!(p.responses.iter().any(|m| m.id == lost && m.cookie == 999));
+    assert!(p.failures.is_empty());
+}
+
+#[test]
+fn rpcs_to_a_vanished_server_fail_on_the_kernels_schedule_whatever_their_number() {
+    // The budget spreads the probes of 500 RPCs over many ticks; the server answers none,
+    // so its silence, not the probes each RPC got, decides: all fail at the timeout.
+    let mut p = Pair::new();
+    p.client_alive = false;
+    for k in 0..500 {
+        p.c.send_request(p.now, addr(SERVER), vec![1; 100], k)
+            .unwrap();
+    }
+    let timeout = u64::from(Config::default().timeout_ticks());
+    p.run_ms(timeout - 1);
+    assert!(p.failures.is_empty());
+    p.run_ms(2);
+    assert_eq!(p.failures.len(), 500);
+    assert!(p
+        .failures
+        .iter()
+        .all(|f| f.error == homa_proto::engine::RpcError::Timeout));
+}
+
+#[test]
+fn a_server_asks_for_acks_within_the_probe_budget_and_frees_what_a_vanished_client_left() {
+    // 1,000 responses all sent to one client, whose acks never come: the kernel would
+    // send 1,000 NEED_ACKs a tick. Here at most `resend_budget` a tick go to that client,
+    // and once it has been silent for the timeout every RPC is freed.
+    let mut s = server_with(Config::default(), 64 << 20);
+    let budget = u64::from(Config::default().resend_budget());
+    let client: IpAddr = addr(CLIENT).ip();
+    let mut now = Time::from_millis(1);
+    for k in 0..1000u64 {
+        s.handle_datagram(now, client, &data(40_000, 2 * k + 2, 10, 10, 0, &[1; 10]));
+    }
+    let mut buf = vec![0; 70_000];
+    while let Some(e) = s.poll_event() {
+        let Event::Request(m) = e else { continue };
+        s.release_message(now, &m).unwrap();
+        s.send_response(now, m.peer, m.id, vec![2; 10]).unwrap();
+    }
+    while s.poll_transmit(now, &mut buf).is_some() {}
+    let need_acks = |s: &Engine| s.stats().sent_by_type[PacketType::NeedAck as usize - 0x10];
+    let mut most_in_a_tick = 0;
+    for _ in 0..150 {
+        now = now.add_nanos(1_000_000);
+        let before = need_acks(&s);
+        s.handle_timeout(now);
+        while s.poll_transmit(now, &mut buf).is_some() {}
+        most_in_a_tick = most_in_a_tick.max(need_acks(&s) - before);
+    }
+    assert!(need_acks(&s) > 0, "the server asked");
+    assert!(
+        most_in_a_tick <= budget,
+        "{most_in_a_tick} NEED_ACKs in a tick"
+    );
+    assert_eq!(s.rpc_count(), 0, "the vanished client's RPCs were freed");
+    assert_eq!(s.stats().unacknowledged_discards, 1000);
+}
