@@ -294,7 +294,7 @@ tunables! {
     resend_ticks: u32 = 5, 1, 100_000;
     /// Ticks between RESEND rounds for one RPC (default 5).
     resend_interval: u32 = 5, 1, 100_000;
-    /// Most RESEND probes sent to one peer (address and Homa port) per tick; further due probes wait, least recently probed first (default 4; project-local, the kernel probes every silent RPC).
+    /// Most probes (RESENDs, NEED_ACKs, keep-alive GRANTs) sent to one peer (address and Homa port) per tick; further due probes wait, least recently probed first (default 4; project-local, the kernel probes every silent RPC).
     resend_budget: u32 = 4, 1, 100_000;
     /// Ticks of silence before an RPC is aborted (default 100).
     timeout_ticks: u32 = 100, 1, 10_000_000;

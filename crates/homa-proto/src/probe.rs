@@ -20,13 +20,15 @@
 //!   gives it before its timeout (the peer is alive but does not know this RPC, or does
 //!   not answer for it). A busy peer that answers some probes therefore keeps its queued
 //!   RPCs alive until each has had its share of probes.
-//! - **NEED_ACKs** are probes too: a server asks for the ack of a response all sent
-//!   within the same budget (a client acks unasked within a tick or two, so under load
-//!   the kernel's one NEED_ACK per RPC per tick doubled the packets a server handled).
+//! - **NEED_ACKs and keep-alives** are probes too: a server asks for the ack of a
+//!   response all sent, and a client tells a server that a response waiting for its
+//!   grants is still wanted (`timer.rs`), within the same budget (a client acks unasked
+//!   within a tick or two, so under load the kernel's one NEED_ACK per RPC per tick
+//!   doubled the packets a server handled).
 //! - **Servers** free an RPC that waits for its application once its client has been
 //!   silent for `timeout_ticks` (the client probes within its budget, so only a client
-//!   silent for every RPC has vanished); one that waits for grants (its client sends
-//!   keep-alive GRANTs for it) after `timeout_ticks` of silence; one that waits for request bytes
+//!   silent for every RPC has vanished), and likewise one that waits for grants (its
+//!   client's keep-alives have the budget too); one that waits for request bytes
 //!   or for an ack after `timeout_ticks` once the client has fallen silent or left that
 //!   RPC's share of probes unanswered; and one
 //!   that expects nothing from the client (a stalled or `incoming 0` request) after
@@ -127,8 +129,9 @@ impl<R: Region> Engine<R> {
         self.peer_silent(peer) || probes >= self.probes_before_timeout()
     }
 
-    /// Sends the probes collected by a timer pass — RESENDs, and a server's NEED_ACKs for
-    /// responses all sent — per peer at most `resend_budget`, least recently probed first.
+    /// Sends the probes collected by a timer pass — RESENDs, a server's NEED_ACKs for
+    /// responses all sent, a client's keep-alive GRANTs for responses that wait for its
+    /// grants — per peer at most `resend_budget`, least recently probed first.
     pub(crate) fn send_due_probes(&mut self, due: &mut Vec<DueProbe>) {
         if due.is_empty() {
             return;
@@ -152,14 +155,18 @@ impl<R: Region> Engine<R> {
             };
             rpc.probes += 1;
             rpc.last_probe = tick;
-            let acked_for = !rpc.is_client()
+            let expecting = rpc.expecting_data();
+            if !rpc.is_client()
                 && rpc.state == RpcState::Outgoing
-                && rpc.msgout.as_ref().is_some_and(|m| m.fully_sent());
-            if acked_for {
+                && rpc.msgout.as_ref().is_some_and(|m| m.fully_sent())
+            {
                 // A server's response is all sent: ask for the ack.
                 let (to, id) = (rpc.peer, rpc.id);
                 let common = self.common_to(to, id);
                 self.queue_control(to, Repr::NeedAck(common));
+            } else if rpc.is_client() && rpc.state == RpcState::Incoming && !expecting {
+                // A response waiting for our grants or buffer space: "still here".
+                self.send_keepalive(key);
             } else {
                 self.send_resends(key);
             }

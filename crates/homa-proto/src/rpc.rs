@@ -69,6 +69,14 @@ impl Rpc {
     pub(crate) fn is_client(&self) -> bool {
         is_client_id(self.id)
     }
+
+    /// Whether its incoming message is owed bytes: it has buffer space and granted bytes
+    /// not yet received (silence then means loss, and is probed).
+    pub(crate) fn expecting_data(&self) -> bool {
+        self.msgin
+            .as_ref()
+            .is_some_and(|m| m.buffers.is_some() && m.received < m.granted)
+    }
 }
 
 /// A slab: RPCs live at stable indices (`u32` keys); the lowest free key is reused first,
@@ -216,11 +224,7 @@ impl<R: Region> Engine<R> {
     /// the bytes it owes must still time out).
     pub(crate) fn client_alive(&mut self, key: u32) {
         if let Some(rpc) = self.rpcs.get_mut(key) {
-            let waiting_for_data = rpc.state == RpcState::Incoming
-                && rpc
-                    .msgin
-                    .as_ref()
-                    .is_some_and(|m| m.buffers.is_some() && m.received < m.granted);
+            let waiting_for_data = rpc.state == RpcState::Incoming && rpc.expecting_data();
             if !rpc.is_client() && !waiting_for_data {
                 rpc.silent_ticks = 0;
             }

@@ -63,8 +63,8 @@ pub struct Stats {
     pub idle_unscheduled: u64,
     /// DATA packets sent again for RESENDs or restarts.
     pub retransmitted_packets: u64,
-    /// RESEND probes put off to a later tick because their peer had had its
-    /// `resend_budget` for this one (`probe.rs`).
+    /// Probes (RESENDs, NEED_ACKs, keep-alive GRANTs) put off to a later tick because
+    /// their peer had had its `resend_budget` for this one (`probe.rs`).
     pub probes_deferred: u64,
     /// Requests restarted after RPC_UNKNOWN.
     pub restarts: u64,

@@ -18,8 +18,6 @@ impl<R: Region> Engine<R> {
     pub(crate) fn tick(&mut self, now: Time) {
         self.ticks += 1;
         let tick = self.ticks;
-        let resend_ticks = self.config.resend_ticks();
-        let resend_interval = self.config.resend_interval();
         let timeout_ticks = self.config.timeout_ticks();
         let mut keys = core::mem::take(&mut self.scratch_keys);
         let mut due = core::mem::take(&mut self.scratch_probes);
@@ -51,17 +49,16 @@ impl<R: Region> Engine<R> {
             // 2. Receiving: silent is fine if nothing granted is missing, or while
             //    waiting for buffer space.
             if rpc.state == RpcState::Incoming {
-                let expecting = rpc
-                    .msgin
-                    .as_ref()
-                    .is_some_and(|m| m.buffers.is_some() && m.received < m.granted);
+                let expecting = rpc.expecting_data();
                 if !expecting {
                     // Waiting for grants (or for buffer space): the server waits too,
                     // and frees its RPC if this client falls silent, so tell it, every
-                    // `resend_interval` ticks, that we are still here.
-                    let silent = rpc.silent_ticks;
-                    if silent >= resend_ticks && (silent - resend_ticks) % resend_interval == 0 {
-                        self.send_keepalive(key);
+                    // `resend_interval` ticks (within the peer's probe budget), that we
+                    // are still here.
+                    let (silent, probes, last_probe, peer) =
+                        (rpc.silent_ticks, rpc.probes, rpc.last_probe, rpc.peer);
+                    if self.probe_due(silent, probes, last_probe) {
+                        due.push((peer, last_probe, key));
                     }
                     continue;
                 }
@@ -181,11 +178,11 @@ impl<R: Region> Engine<R> {
             }
             RpcState::Outgoing | RpcState::InService => {
                 // Waiting for grants for the response (a live client sends keep-alive
-                // GRANTs for it), or for the application: a live client probes within
-                // its budget (`probe.rs`), so only one silent for every RPC has vanished.
+                // GRANTs for it), or for the application (it probes): within its budget
+                // (`probe.rs`), so only a client silent for every RPC has vanished.
                 rpc.silent_ticks += 1;
-                let (peer, in_service) = (rpc.peer, rpc.state == RpcState::InService);
-                if rpc.silent_ticks >= timeout_ticks && (!in_service || self.peer_silent(peer)) {
+                let peer = rpc.peer;
+                if rpc.silent_ticks >= timeout_ticks && self.peer_silent(peer) {
                     self.stats.abandoned += 1;
                     self.free_rpc(key);
                 }
@@ -197,10 +194,7 @@ impl<R: Region> Engine<R> {
                 rpc.silent_ticks += 1;
                 let (silent, probes, last_probe, peer) =
                     (rpc.silent_ticks, rpc.probes, rpc.last_probe, rpc.peer);
-                let expecting = rpc
-                    .msgin
-                    .as_ref()
-                    .is_some_and(|m| m.buffers.is_some() && m.received < m.granted);
+                let expecting = rpc.expecting_data();
                 // A client that owes bytes is given its share of probes while it is
                 // alive; one that owes nothing (a stall, `incoming 0`) is not asked.
                 if silent >= timeout_ticks && (!expecting || self.timed_out(peer, probes)) {
@@ -232,7 +226,7 @@ impl<R: Region> Engine<R> {
     /// changes nothing at the server but resets its silence count (as any GRANT does in
     /// the kernel, where it is harmless), so the server keeps the RPC while this client
     /// lives. The kernel's clients send nothing in this state.
-    fn send_keepalive(&mut self, key: u32) {
+    pub(crate) fn send_keepalive(&mut self, key: u32) {
         let Some(rpc) = self.rpcs.get(key) else {
             return;
         };
