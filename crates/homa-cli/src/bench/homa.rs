@@ -58,12 +58,12 @@ impl HomaClient {
     /// port is chosen ≡ k (mod shards) so that the clients spread evenly over the shards
     /// (a server's shard is the client's port mod the shard count).
     pub(crate) fn new(
-        config: impl Fn() -> homa_socket::SocketConfig,
+        config: impl Fn() -> Result<homa_socket::SocketConfig, BenchError>,
         servers: &[SocketAddr],
         spread: Option<(u16, usize)>,
     ) -> Result<HomaClient, BenchError> {
         let open = || {
-            Socket::new(config()).map_err(|e| BenchError::homa("opening a Homa client socket", e))
+            Socket::new(config()?).map_err(|e| BenchError::homa("opening a Homa client socket", e))
         };
         let mut socket = open()?;
         if let Some((shards, k)) = spread {

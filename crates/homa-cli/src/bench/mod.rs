@@ -74,6 +74,8 @@ mod error;
 mod frame;
 mod harness;
 mod homa;
+mod knobs;
+mod raw;
 mod report;
 mod server;
 mod spec;
@@ -83,6 +85,7 @@ mod udp;
 
 use error::BenchError;
 use harness::{Baseline, Budget, LoadPlan, RpcClient};
+use knobs::HomaKnobs;
 use server::{ServerOptions, ServerSet, Targets};
 use spec::WorkloadSpec;
 
@@ -178,6 +181,8 @@ pub(crate) struct MeasureArgs {
     /// (Homa's socket default and the Linux module's poll_usecs: 50; 0 sleeps at once).
     #[arg(long, value_name = "US", default_value_t = 50, value_parser = clap::value_parser!(u64).range(0..=1_000_000))]
     busy_poll_us: u64,
+    #[command(flatten)]
+    pub(crate) homa: HomaKnobs,
     /// Seed of the arrival times, sizes and destinations of the loaded run.
     #[arg(long, default_value = "1")]
     seed: u64,
@@ -259,6 +264,8 @@ pub(crate) struct ServerArgs {
     /// (Homa's socket default and the Linux module's poll_usecs: 50; 0 sleeps at once).
     #[arg(long, value_name = "US", default_value_t = 50, value_parser = clap::value_parser!(u64).range(0..=1_000_000))]
     busy_poll_us: u64,
+    #[command(flatten)]
+    homa: HomaKnobs,
 }
 
 const CLIENT_EXAMPLES: &str = "\
@@ -273,15 +280,33 @@ Prints the same tables as `homa bench`. CPU seconds are the client process's onl
 #[derive(Debug, clap::Args)]
 #[command(after_help = CLIENT_EXAMPLES)]
 pub(crate) struct ClientArgs {
-    /// Address of the host running `homa server`.
-    #[arg(long, value_name = "ADDR")]
-    server: IpAddr,
+    /// Address of the host running `homa server`; several, comma-separated, spread the
+    /// loaded run's RPCs uniformly over all their server threads (the other phases use
+    /// the first).
+    #[arg(
+        long,
+        value_name = "ADDR[,ADDR...]",
+        value_delimiter = ',',
+        required = true
+    )]
+    server: Vec<IpAddr>,
     /// First port of the servers (as given to `homa server`).
     #[arg(long, default_value_t = DEFAULT_PORT)]
     port: u16,
     /// UDP echo port of the server.
     #[arg(long, default_value_t = DEFAULT_UDP_PORT)]
     udp_port: u16,
+    /// Measure only this phase of one transport (`--kind`) and write its raw samples to
+    /// `--raw-out` instead of the report (for programs that merge many clients, such as
+    /// `homa testbed`; format in the `raw` module's docs).
+    #[arg(long, value_enum, requires_all = ["kind", "raw_out"])]
+    phase: Option<raw::Phase>,
+    /// The transport of `--phase`.
+    #[arg(long, value_enum, requires = "phase")]
+    kind: Option<raw::RawKind>,
+    /// Where `--phase` writes its raw samples (`-` for stdout).
+    #[arg(long, value_name = "PATH", requires = "phase")]
+    raw_out: Option<PathBuf>,
     #[command(flatten)]
     measure: MeasureArgs,
 }
@@ -291,15 +316,25 @@ pub(crate) struct ClientArgs {
 /// kernel's 40,000 bytes because a loopback peer may be the kernel module; the
 /// benchmark's peers are its own sockets), so the two transports differ only in how
 /// packets travel.
-pub(crate) fn socket_config(transport: TransportKind, ipv6: bool, spin: Duration) -> SocketConfig {
+///
+/// # Errors
+///
+/// [`BenchError::Option`] if `knobs` holds a value the protocol rejects.
+pub(crate) fn socket_config(
+    transport: TransportKind,
+    ipv6: bool,
+    spin: Duration,
+    knobs: &HomaKnobs,
+) -> Result<SocketConfig, BenchError> {
     let config = SocketConfig::default()
         .transport(transport)
         .ipv6(ipv6)
         .busy_poll(spin);
-    match transport {
+    let config = match transport {
         TransportKind::RawIp => config.loopback_unsched_bytes(homa_proto::wire::MAX_MESSAGE_LENGTH),
         _ => config,
-    }
+    };
+    knobs.apply(config)
 }
 
 /// `homa bench`: servers and clients in this process, on loopback.
@@ -325,6 +360,7 @@ fn run_bench(args: BenchArgs) -> Result<(), BenchError> {
         transport: m.transport.kind(),
         ipv6: m.ipv6,
         spin: Duration::from_micros(m.busy_poll_us),
+        knobs: m.homa,
     })?;
     let targets = servers.targets(ip);
     let result = measure(&m, &targets, Scope::Loopback);
@@ -359,6 +395,7 @@ fn run_server(args: ServerArgs) -> Result<(), BenchError> {
         transport: args.transport.kind(),
         ipv6: args.ipv6,
         spin: Duration::from_micros(args.busy_poll_us),
+        knobs: args.homa,
     })?;
     let last = args.port as usize + args.servers - 1;
     let homa_ports = match args.server_shards {
@@ -384,18 +421,14 @@ pub(crate) fn client(args: ClientArgs) -> Result<(), String> {
 
 fn run_client(args: ClientArgs) -> Result<(), BenchError> {
     let m = args.measure;
-    if args.server.is_ipv6() != m.ipv6 {
+    let family = |v6: bool| if v6 { "IPv6" } else { "IPv4" };
+    if let Some(ip) = args.server.iter().find(|ip| ip.is_ipv6() != m.ipv6) {
         return Err(BenchError::option(
             "--server",
             format!(
-                "{} is {}, but the Homa sockets are {} (add or drop --ipv6)",
-                args.server,
-                if args.server.is_ipv6() {
-                    "IPv6"
-                } else {
-                    "IPv4"
-                },
-                if m.ipv6 { "IPv6" } else { "IPv4" }
+                "{ip} is {}, but the Homa sockets are {} (add or drop --ipv6)",
+                family(ip.is_ipv6()),
+                family(m.ipv6)
             ),
         ));
     }
@@ -410,15 +443,189 @@ fn run_client(args: ClientArgs) -> Result<(), BenchError> {
             ),
         ));
     }
-    report::check_outputs(&m)?;
-    let targets = Targets::layout(
-        args.server,
-        args.port,
-        m.servers,
-        m.server_shards.is_some(),
-        args.udp_port,
-    );
-    measure(&m, &targets, Scope::Remote(args.server))
+    let mut targets: Option<Targets> = None;
+    for &ip in &args.server {
+        let t = Targets::layout(
+            ip,
+            args.port,
+            m.servers,
+            m.server_shards.is_some(),
+            args.udp_port,
+        );
+        match &mut targets {
+            None => targets = Some(t),
+            Some(all) => all.extend(t),
+        }
+    }
+    let targets = targets.ok_or_else(|| BenchError::option("--server", "no address given"))?;
+    let first = targets.udp.ip();
+    match (args.phase, args.kind, args.raw_out) {
+        (Some(phase), Some(kind), Some(out)) => raw_phase(&m, &targets, phase, kind, &out),
+        _ => {
+            report::check_outputs(&m)?;
+            measure(&m, &targets, Scope::Remote(first))
+        }
+    }
+}
+
+/// `homa client --phase`: one phase of one transport, its raw samples written to `out`.
+fn raw_phase(
+    m: &MeasureArgs,
+    targets: &Targets,
+    phase: raw::Phase,
+    kind: raw::RawKind,
+    out: &std::path::Path,
+) -> Result<(), BenchError> {
+    let plan = Plan::new(m);
+    let workload = WorkloadInfo::new(m.workload);
+    let factory = ClientFactory::new(m, targets);
+    let mut result = raw::RawPhase {
+        phase: Some(phase),
+        kind: Some(kind),
+        ..raw::RawPhase::default()
+    };
+    let cpu0 = system::cpu_seconds();
+    match phase {
+        raw::Phase::Unloaded => {
+            let mut sizes: Vec<u32> = TABLE_SIZES
+                .iter()
+                .copied()
+                .chain(workload.baseline_sizes())
+                .collect();
+            sizes.sort_unstable();
+            sizes.dedup();
+            let mut client = factory.open(kind.kind())?;
+            let mut switches = 0;
+            for size in sizes {
+                let u = harness::unloaded(
+                    client.as_mut(),
+                    &factory.describe(kind.kind()),
+                    size,
+                    &plan.budget,
+                    &mut system::usage,
+                )?;
+                let ns = |p| (u.percentile_us(p) * 1000.0).round() as u64;
+                result
+                    .unloaded
+                    .push((size, ns(50.0), ns(99.0), u.rtts_ns.len() as u64));
+                result.seconds += u.cost.wall_s;
+                result.started += u.rtts_ns.len() as u64;
+                result.failed += u.lost as u64;
+                switches += u.cost.used.map_or(0, cost::Usage::switches);
+            }
+            result.ctx_switches = switches;
+        }
+        raw::Phase::Loaded => {
+            let bar = indicatif::ProgressBar::hidden();
+            let (r, _) = run_loaded(m, &plan, &workload, &factory, kind.kind(), &bar)?
+                .map_err(BenchError::Protocol)?;
+            result.seconds = plan.load_duration.as_secs_f64();
+            result.ctx_switches = r.cost().used.map_or(0, cost::Usage::switches);
+            result.started = r.started;
+            result.failed = r.failed;
+            result.skipped = r.skipped;
+            result.unfinished = r.unfinished;
+            result.failure = r.first_failure.clone();
+            result.rtts = r
+                .rtts
+                .iter()
+                .map(|&(size, ns)| (size, ns.round() as u64))
+                .collect();
+        }
+    }
+    result.cpu_s = system::cpu_seconds() - cpu0;
+    let text = result.to_text();
+    if out.as_os_str() == "-" {
+        std::io::stdout()
+            .write_all(text.as_bytes())
+            .map_err(|e| BenchError::io("writing the raw samples to stdout", e))
+    } else {
+        std::fs::write(out, text)
+            .map_err(|e| BenchError::io(format!("writing {}", out.display()), e))
+    }
+}
+
+/// The loaded run of one transport: `--clients` threads offering the workload at
+/// `--load`; their merged result and the process's CPU seconds over the whole run. The
+/// inner `Err` is a run that could not finish (a client thread failed), the outer one a
+/// client that could not be opened.
+fn run_loaded(
+    m: &MeasureArgs,
+    plan: &Plan,
+    workload: &WorkloadInfo,
+    factory: &ClientFactory<'_>,
+    kind: Kind,
+    bar: &indicatif::ProgressBar,
+) -> Result<Result<(harness::LoadResult, f64), String>, BenchError> {
+    let offered_bps = m.load * m.link_gbps * 1e9;
+    let rate_per_thread = offered_bps / 8.0 / workload.dist.mean() / m.clients as f64;
+    let clients = (0..m.clients)
+        .map(|_| factory.open(kind))
+        .collect::<Result<Vec<_>, _>>()?;
+    let aborts: Vec<harness::AbortHandle> =
+        clients.iter().filter_map(|c| c.abort_handle()).collect();
+    // A transport that blocks for good must not hang the benchmark.
+    let give_up = Instant::now()
+        + plan.load_warmup
+        + plan.load_duration
+        + plan.drain
+        + Duration::from_secs(10);
+    let cpu0 = system::cpu_seconds();
+    let results: Vec<Result<harness::LoadResult, BenchError>> = std::thread::scope(|s| {
+        let handles: Vec<_> = clients
+            .into_iter()
+            .enumerate()
+            .map(|(i, mut client)| {
+                let plan = LoadPlan {
+                    rate_per_s: rate_per_thread,
+                    // Every server port of every host (a sharded Homa port serves the
+                    // indexes of all its host's threads).
+                    servers: factory.targets.tcp.len(),
+                    warmup: plan.load_warmup,
+                    duration: plan.load_duration,
+                    drain: plan.drain,
+                    max_outstanding: plan.max_outstanding,
+                    max_outstanding_bytes: plan.max_outstanding_bytes,
+                    seed: m.seed,
+                    stream: i as u64,
+                };
+                let dist = &workload.dist;
+                let bar = bar.clone();
+                s.spawn(move || {
+                    let tick = || {
+                        if i == 0 {
+                            bar.inc(1);
+                        }
+                    };
+                    harness::loaded(client.as_mut(), &plan, dist, tick, &mut system::usage)
+                })
+            })
+            .collect();
+        while !handles.iter().all(|h| h.is_finished()) {
+            if Instant::now() >= give_up {
+                aborts.iter().for_each(|abort| abort());
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        handles
+            .into_iter()
+            .map(|h| {
+                h.join().unwrap_or_else(|_| {
+                    Err(BenchError::Protocol("a client thread panicked".into()))
+                })
+            })
+            .collect()
+    });
+    let cpu_s = system::cpu_seconds() - cpu0;
+    let mut merged = harness::LoadResult::default();
+    for r in results {
+        match r {
+            Ok(r) => merged.merge(r),
+            Err(e) => return Ok(Err(e.to_string())),
+        }
+    }
+    Ok(Ok((merged, cpu_s)))
 }
 
 /// Where the servers run.
@@ -511,13 +718,27 @@ struct ClientFactory<'a> {
     transport: TransportKind,
     ipv6: bool,
     spin: Duration,
+    /// The Homa settings of `--homa-*`.
+    knobs: HomaKnobs,
     /// The shards of the Homa server port, if sharded.
     shards: Option<u16>,
     /// Homa clients opened so far (client `k` is steered to shard `k mod shards`).
     homa_opened: std::sync::atomic::AtomicUsize,
 }
 
-impl ClientFactory<'_> {
+impl<'a> ClientFactory<'a> {
+    fn new(m: &MeasureArgs, targets: &'a Targets) -> ClientFactory<'a> {
+        ClientFactory {
+            targets,
+            transport: m.transport.kind(),
+            ipv6: m.ipv6,
+            spin: Duration::from_micros(m.busy_poll_us),
+            knobs: m.homa,
+            shards: m.server_shards,
+            homa_opened: Default::default(),
+        }
+    }
+
     fn open(&self, kind: Kind) -> Result<Box<dyn RpcClient + Send>, BenchError> {
         Ok(match kind {
             Kind::Homa => {
@@ -525,7 +746,7 @@ impl ClientFactory<'_> {
                     .homa_opened
                     .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                 Box::new(homa::HomaClient::new(
-                    || socket_config(self.transport, self.ipv6, self.spin),
+                    || socket_config(self.transport, self.ipv6, self.spin, &self.knobs),
                     &self.targets.homa,
                     self.shards.map(|n| (n, k)),
                 )?)
@@ -638,14 +859,7 @@ fn measure(m: &MeasureArgs, targets: &Targets, scope: Scope) -> Result<(), Bench
     let machine = system::Machine::probe();
     let plan = Plan::new(m);
     let workload = WorkloadInfo::new(m.workload);
-    let factory = ClientFactory {
-        targets,
-        transport: m.transport.kind(),
-        ipv6: m.ipv6,
-        spin: Duration::from_micros(m.busy_poll_us),
-        shards: m.server_shards,
-        homa_opened: Default::default(),
-    };
+    let factory = ClientFactory::new(m, targets);
     let udp_max = udp::max_payload(m.ipv6);
     let mut sizes: Vec<u32> = TABLE_SIZES
         .iter()
@@ -730,8 +944,6 @@ fn measure(m: &MeasureArgs, targets: &Targets, scope: Scope) -> Result<(), Bench
     }
 
     // 3. Loaded runs.
-    let offered_bps = m.load * m.link_gbps * 1e9;
-    let rate_per_thread = offered_bps / 8.0 / workload.dist.mean() / m.clients as f64;
     let mut loaded = Vec::new();
     let mut failed_runs = Vec::new();
     for kind in [Kind::Homa, Kind::Tcp] {
@@ -741,76 +953,15 @@ fn measure(m: &MeasureArgs, targets: &Targets, scope: Scope) -> Result<(), Bench
             workload.spec,
             m.load
         ));
-        let clients = (0..m.clients)
-            .map(|_| factory.open(kind))
-            .collect::<Result<Vec<_>, _>>()?;
-        let aborts: Vec<harness::AbortHandle> =
-            clients.iter().filter_map(|c| c.abort_handle()).collect();
-        // A transport that blocks for good must not hang the benchmark.
-        let give_up = Instant::now()
-            + plan.load_warmup
-            + plan.load_duration
-            + plan.drain
-            + Duration::from_secs(10);
-        let cpu0 = system::cpu_seconds();
-        let results: Vec<Result<harness::LoadResult, BenchError>> = std::thread::scope(|s| {
-            let handles: Vec<_> = clients
-                .into_iter()
-                .enumerate()
-                .map(|(i, mut client)| {
-                    let plan = LoadPlan {
-                        rate_per_s: rate_per_thread,
-                        servers: m.servers,
-                        warmup: plan.load_warmup,
-                        duration: plan.load_duration,
-                        drain: plan.drain,
-                        max_outstanding: plan.max_outstanding,
-                        max_outstanding_bytes: plan.max_outstanding_bytes,
-                        seed: m.seed,
-                        stream: i as u64,
-                    };
-                    let dist = &workload.dist;
-                    let bar = bar.clone();
-                    s.spawn(move || {
-                        let tick = || {
-                            if i == 0 {
-                                bar.inc(1);
-                            }
-                        };
-                        harness::loaded(client.as_mut(), &plan, dist, tick, &mut system::usage)
-                    })
-                })
-                .collect();
-            while !handles.iter().all(|h| h.is_finished()) {
-                if Instant::now() >= give_up {
-                    aborts.iter().for_each(|abort| abort());
-                    break;
-                }
-                std::thread::sleep(Duration::from_millis(20));
+        let (merged, cpu_s) = match run_loaded(m, &plan, &workload, &factory, kind, &bar)? {
+            Ok(done) => done,
+            Err(e) => {
+                // Report the failure with the other transport's results rather than lose
+                // both.
+                failed_runs.push((kind, e));
+                continue;
             }
-            handles
-                .into_iter()
-                .map(|h| {
-                    h.join().unwrap_or_else(|_| {
-                        Err(BenchError::Protocol("a client thread panicked".into()))
-                    })
-                })
-                .collect()
-        });
-        let cpu_s = system::cpu_seconds() - cpu0;
-        let mut merged = harness::LoadResult::default();
-        let mut error = None;
-        for r in results {
-            match r {
-                Ok(r) => merged.merge(r),
-                Err(e) => error = Some(e.to_string()),
-            }
-        }
-        if let Some(e) = error {
-            // Report the failure with the other transport's results rather than lose both.
-            failed_runs.push((kind, e));
-            continue;
-        }
+        };
         let own_baseline = if kind == Kind::Homa {
             &homa_baseline
         } else {

@@ -44,6 +44,8 @@ pub(crate) struct Context {
     pub(crate) seed: u64,
     pub(crate) quick: bool,
     pub(crate) busy_poll_us: u64,
+    /// The `--homa-*` settings given (name, value).
+    pub(crate) homa_settings: Vec<(&'static str, u64)>,
     pub(crate) plan: Plan,
 }
 
@@ -56,7 +58,8 @@ impl Context {
         scope: Scope,
         machine: Machine,
     ) -> Context {
-        let protocol = homa_proto::Config::default();
+        // (Validated when the sockets were opened.)
+        let protocol = m.homa.protocol().unwrap_or_default();
         let workload_text = match workload.spec {
             WorkloadSpec::Named(w) => format!(
                 "{w} ({}, capped at {MAX_MESSAGE} B as the Linux module's benchmark samples it: {w}_cp_node)",
@@ -90,6 +93,7 @@ impl Context {
             seed: m.seed,
             quick: m.quick,
             busy_poll_us: m.busy_poll_us,
+            homa_settings: m.homa.describe(),
             plan: plan.clone(),
         }
     }
@@ -176,6 +180,12 @@ impl Context {
             .field("seed", self.seed)
             .field("quick", self.quick)
             .field("busy_poll_us", self.busy_poll_us)
+            .field(
+                "homa_settings",
+                self.homa_settings
+                    .iter()
+                    .fold(Json::object(), |o, &(k, v)| o.field(k, v)),
+            )
             .field("duration_s", p.load_duration.as_secs_f64())
             .field("warmup_s", p.load_warmup.as_secs_f64())
             .field("drain_s", p.drain.as_secs_f64())
@@ -333,6 +343,14 @@ pub(crate) fn text(ctx: &Context, results: &Results) -> String {
         ctx.priorities,
         ctx.busy_poll_us
     );
+    if !ctx.homa_settings.is_empty() {
+        let set: Vec<String> = ctx
+            .homa_settings
+            .iter()
+            .map(|(k, v)| format!("{k} {v}"))
+            .collect();
+        let _ = writeln!(o, "  homa      set by --homa-*: {}", set.join(", "));
+    }
     let _ = writeln!(
         o,
         "  idle      {} CPU ms/s, {} context switches/s with the servers up and no RPC ({} s before the first phase; {}): counted in every phase's cost",

@@ -36,6 +36,8 @@ pub(crate) struct ServerOptions {
     pub(crate) ipv6: bool,
     /// How long waiting threads spin before sleeping.
     pub(crate) spin: Duration,
+    /// The Homa settings of `--homa-*`.
+    pub(crate) knobs: super::HomaKnobs,
 }
 
 /// Running servers; dropping the set stops them.
@@ -86,6 +88,12 @@ impl Targets {
             udp: SocketAddr::new(ip, udp_port),
         }
     }
+
+    /// Adds another host's servers (the UDP echo stays the first host's).
+    pub(crate) fn extend(&mut self, other: Targets) {
+        self.homa.extend(other.homa);
+        self.tcp.extend(other.tcp);
+    }
 }
 
 fn spawn(name: String, f: impl FnOnce() + Send + 'static) -> Result<JoinHandle<()>, BenchError> {
@@ -114,7 +122,7 @@ fn homa_sockets(opts: &ServerOptions, first: u16) -> Result<Vec<Arc<Socket>>, Be
             ));
         }
         let port = port as u16;
-        let mut config = socket_config(opts.transport, opts.ipv6, opts.spin);
+        let mut config = socket_config(opts.transport, opts.ipv6, opts.spin, &opts.knobs)?;
         if let Some(n) = opts.shards {
             config = config.shards(n);
         }
