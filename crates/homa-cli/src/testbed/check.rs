@@ -117,7 +117,7 @@ pub(crate) fn bulk(
     // The sender blocks once its buffer is full; keep what it can queue in its own egress
     // below the port buffer (the kernel doubles the value and counts truesize), so the
     // egress queue never overflows and the sender never spins on silent drops.
-    let sndbuf = (rack.shaping.buffer_bytes / 4).clamp(4096, 4 << 20) as usize;
+    let sndbuf = (rack.shaping.buffer_bytes / 2).clamp(4096, 8 << 20) as usize;
     force_send_buffer(&sender, sndbuf)
         .map_err(|e| TestbedError::io("setting the bulk sender's buffer", e))?;
     let port = switch_port(to);
