@@ -263,6 +263,19 @@ pub(crate) fn priority(
         interval: Duration::from_millis(2),
         timeout: Duration::from_secs(1),
     };
+    // Warm-up: resolves every neighbour entry on the path and warms the caches; the
+    // RTTs are dropped.
+    for (socket, level) in [(&high, 7), (&low, 0)] {
+        probe(
+            socket,
+            echo_addr,
+            tos(level),
+            ProbeSpec {
+                count: 5,
+                ..idle_spec
+            },
+        )?;
+    }
     let unloaded_high = probe(&high, echo_addr, tos(7), idle_spec)?;
     let unloaded_low = probe(&low, echo_addr, tos(0), idle_spec)?;
 
