@@ -249,9 +249,10 @@ fn run_testbed(args: &TestbedArgs) -> Result<(), TestbedError> {
 
     let created = rack.namespaces.names().len();
     let errors = rack.namespaces.teardown();
+    let left = rack.namespaces.names().len();
     println!(
         "teardown: removed {} of {created} namespaces",
-        created - errors.len()
+        created - left
     );
     if let Some(e) = errors.into_iter().next() {
         return Err(e);

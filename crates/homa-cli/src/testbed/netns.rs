@@ -16,6 +16,7 @@
 use std::fs::{self, File};
 use std::io::{self, Write};
 use std::os::fd::AsRawFd;
+use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -247,7 +248,7 @@ fn delete_namespace(name: &str) -> Result<(), TestbedError> {
 struct Owned {
     marker: Marker,
     marker_path: PathBuf,
-    /// Set once torn down: nothing more is created or deleted.
+    /// Set once torn down: nothing more is created.
     closed: bool,
 }
 
@@ -263,12 +264,14 @@ impl Owned {
         write().map_err(|e| TestbedError::io(format!("writing {}", self.marker_path.display()), e))
     }
 
-    /// Deletes every namespace, newest first, then the marker; returns what failed.
+    /// Deletes every namespace still listed, newest first, then the marker; returns what
+    /// failed (those stay listed, for a later call or a later run's sweep). Nothing can be
+    /// created afterwards.
     fn teardown(&mut self) -> Vec<TestbedError> {
-        if self.closed {
+        self.closed = true;
+        if self.marker.names.is_empty() && !self.marker_path.exists() {
             return Vec::new();
         }
-        self.closed = true;
         let mut errors = Vec::new();
         let mut kept = Vec::new();
         for name in self.marker.names.iter().rev() {
@@ -277,7 +280,9 @@ impl Owned {
                 kept.push(name.clone());
             }
         }
-        if kept.is_empty() {
+        kept.reverse();
+        self.marker.names = kept;
+        if self.marker.names.is_empty() {
             if let Err(e) = fs::remove_file(&self.marker_path) {
                 if e.kind() != io::ErrorKind::NotFound {
                     errors.push(TestbedError::io(
@@ -286,12 +291,9 @@ impl Owned {
                     ));
                 }
             }
-        } else {
+        } else if let Err(e) = self.write_marker() {
             // Keep the marker listing what is left, so a later run can sweep it.
-            self.marker.names = kept;
-            if let Err(e) = self.write_marker() {
-                errors.push(e);
-            }
+            errors.push(e);
         }
         errors
     }
@@ -353,7 +355,7 @@ impl Namespaces {
         Ok(name)
     }
 
-    /// The namespaces created so far, oldest first.
+    /// The namespaces this guard owns (created and not yet deleted), oldest first.
     pub(crate) fn names(&self) -> Vec<String> {
         self.lock().marker.names.clone()
     }
@@ -381,8 +383,8 @@ impl Namespaces {
                     let mut err = io::stderr().lock();
                     let _ = writeln!(
                         err,
-                        "homa testbed: signal {signal}: removed {} of {count} namespaces",
-                        count - errors.len()
+                        "homa testbed: signal {signal}: removed {} of the {count} namespaces left",
+                        count - errors.len().min(count)
                     );
                     for e in &errors {
                         let _ = writeln!(err, "homa testbed: teardown: {e}");
@@ -414,9 +416,12 @@ pub(crate) fn command_line(command: &Command) -> String {
 }
 
 /// Runs `command`, returns its stdout; an error names the command, its status and its
-/// stderr.
+/// stderr. Like every command the testbed runs, it gets a process group of its own: a
+/// Ctrl-C at the terminal reaches only `homa`, whose signal thread tears down, and never
+/// kills an `ip netns del` half-way through the teardown.
 pub(crate) fn run_checked(command: &mut Command) -> Result<String, TestbedError> {
     let output = command
+        .process_group(0)
         .stdin(Stdio::null())
         .output()
         .map_err(|e| TestbedError::io(format!("running `{}`", command_line(command)), e))?;
@@ -437,6 +442,7 @@ pub(crate) fn run_batch(program: &str, netns: &str, lines: &[String]) -> Result<
     command.args(["-n", netns, "-batch", "-"]);
     let what = format!("{} <<< {} lines", command_line(&command), lines.len());
     let mut child = command
+        .process_group(0)
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
@@ -609,6 +615,38 @@ mod tests {
             ..me
         }
         .is_alive());
+    }
+
+    /// Teardown of namespaces that are already gone (no `ip` runs, no root needed):
+    /// the list empties, the marker goes, a second teardown does nothing, and nothing
+    /// can be created afterwards.
+    #[test]
+    fn teardown_forgets_what_is_gone_removes_the_marker_and_closes() {
+        let dir = std::env::temp_dir().join(format!("homa-tb-unit-{}", std::process::id()));
+        fs::create_dir_all(&dir).unwrap();
+        let owned = Owned {
+            marker: marker(
+                std::process::id(),
+                &["homa-tb-4999998-gone0", "homa-tb-4999998-gone1"],
+            ),
+            marker_path: dir.join("marker"),
+            closed: false,
+        };
+        owned.write_marker().unwrap();
+        let written = fs::read_to_string(&owned.marker_path).unwrap();
+        assert_eq!(Marker::parse(&written), Some(owned.marker.clone()));
+        let guard = Namespaces {
+            owned: Arc::new(Mutex::new(owned)),
+        };
+        assert_eq!(guard.names().len(), 2);
+        let errors = guard.teardown();
+        assert!(errors.is_empty(), "{errors:?}");
+        assert!(guard.names().is_empty());
+        assert!(!dir.join("marker").exists());
+        assert!(guard.teardown().is_empty());
+        assert!(matches!(guard.create("sw"), Err(TestbedError::Interrupted)));
+        drop(guard);
+        fs::remove_dir_all(&dir).unwrap();
     }
 
     #[test]
