@@ -249,14 +249,9 @@ impl HeldRack {
         (status, printed)
     }
 
-    /// Sends `signal` (e.g. "INT") to the process and waits for its exit.
-    fn signal(mut self, signal: &str) -> (ExitStatus, Vec<String>) {
-        let pid = self.pid().to_string();
-        let ok = Command::new("kill")
-            .args(["-s", signal, &pid])
-            .status()
-            .expect("running kill");
-        assert!(ok.success(), "kill -s {signal} {pid} failed");
+    /// Sends `signal` (e.g. `libc::SIGINT`) to the process and waits for its exit.
+    fn signal(mut self, signal: i32) -> (ExitStatus, Vec<String>) {
+        send_signal(self.pid(), signal).expect("kill(2)");
         let status = wait_exit(&mut self.child);
         let mut printed = std::mem::take(&mut self.printed);
         printed.extend(self.lines.try_iter());
@@ -268,9 +263,7 @@ impl Drop for HeldRack {
     fn drop(&mut self) {
         drop(self.stdin.take());
         if matches!(self.child.try_wait(), Ok(None)) {
-            let _ = Command::new("kill")
-                .args(["-s", "TERM", &self.child.id().to_string()])
-                .status();
+            let _ = send_signal(self.child.id(), libc::SIGTERM);
             let _ = self.child.wait();
         }
     }
@@ -307,6 +300,20 @@ fn enter_netns(file: &File) -> io::Result<()> {
     // SAFETY: setns(2) reads a descriptor that `file` keeps open for the call and changes
     // only the calling thread's network namespace; no memory of ours is touched.
     let rc = unsafe { libc::setns(file.as_raw_fd(), libc::CLONE_NEWNET) };
+    if rc == 0 {
+        Ok(())
+    } else {
+        Err(io::Error::last_os_error())
+    }
+}
+
+/// Sends `signal` to process `pid` (a child of this test, not yet reaped).
+fn send_signal(pid: u32, signal: i32) -> io::Result<()> {
+    let pid =
+        libc::pid_t::try_from(pid).map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))?;
+    // SAFETY: kill(2) takes two integers and touches no memory; `pid` is our own child,
+    // not reaped yet, so the number cannot have been reused by another process.
+    let rc = unsafe { libc::kill(pid, signal) };
     if rc == 0 {
         Ok(())
     } else {
@@ -551,7 +558,7 @@ fn a_signal_tears_down_every_namespace() {
     if !privileged() {
         return;
     }
-    for (signal, code) in [("INT", 130), ("TERM", 143)] {
+    for (signal, code) in [(libc::SIGINT, 130), (libc::SIGTERM, 143)] {
         let rack = HeldRack::start(&["--hosts", "3"]);
         let (names, pid) = (rack.names(), rack.pid());
         assert_eq!(names.len(), 4, "{:?}", rack.printed);
@@ -632,7 +639,7 @@ fn the_next_run_sweeps_a_killed_runs_namespaces_but_not_foreign_ones() {
 
     let killed = HeldRack::start(&["--hosts", "2"]);
     let (names, pid) = (killed.names(), killed.pid());
-    let (status, _) = killed.signal("KILL");
+    let (status, _) = killed.signal(libc::SIGKILL);
     assert_eq!(status.code(), None, "SIGKILL ends it without an exit code");
     assert_eq!(namespaces_of(pid), names, "SIGKILL leaves the rack behind");
     assert!(marker_exists(pid));

@@ -21,7 +21,7 @@ use check::{micros, BulkResult, PriorityResult, Verdict, ECHO_PAYLOAD, FLOOD_OVE
 pub(crate) use error::TestbedError;
 use netns::{sweep_stale, Namespaces};
 use rack::{Rack, Stage, HOST_DEV, MTU};
-use shaping::{read_port_stats, PortShaping, CONTROL_CLASS, LEVELS};
+use shaping::{PortShaping, CONTROL_CLASS, LEVELS};
 use traffic::frame_overhead;
 
 const EXAMPLES: &str = "\
@@ -426,8 +426,7 @@ fn print_budget(rack: &Rack, prio: &PriorityResult) {
 
 fn print_port_table(rack: &Rack) -> Result<(), TestbedError> {
     println!("ports after the checks (tc -s; drops are silent to UDP senders):");
-    for (netns, dev) in rack.shaped_devices() {
-        let stats = read_port_stats(&netns, &dev)?;
+    for stats in rack.port_stats()? {
         let total = stats.total();
         let per_level: Vec<String> = (0..LEVELS)
             .rev()
@@ -437,7 +436,9 @@ fn print_port_table(rack: &Rack) -> Result<(), TestbedError> {
             })
             .collect();
         println!(
-            "  {netns} {dev}: sent {} packets, dropped {}; per level 7..0 sent/dropped {}; control {}",
+            "  {} {}: sent {} packets, dropped {}; per level 7..0 sent/dropped {}; control {}",
+            stats.netns,
+            stats.dev,
             total.sent_packets,
             total.dropped,
             per_level.join(" "),

@@ -15,7 +15,7 @@ use std::process::Command;
 
 use super::error::TestbedError;
 use super::netns::{run_batch, run_checked, set_sysctl, Namespaces};
-use super::shaping::PortShaping;
+use super::shaping::{read_port_stats, PortShaping, PortStats};
 
 /// The device name of every host's link, inside its namespace.
 pub(crate) const HOST_DEV: &str = "eth0";
@@ -168,6 +168,15 @@ impl Rack {
             .collect();
         devices.extend((0..self.hosts.len()).map(|i| (self.switch.clone(), switch_port(i))));
         devices
+    }
+
+    /// The `tc -s` counters of every shaped device (see [`Rack::shaped_devices`]): what the
+    /// experiment reads before and after a run to report each port's and class's losses.
+    pub(crate) fn port_stats(&self) -> Result<Vec<PortStats>, TestbedError> {
+        self.shaped_devices()
+            .iter()
+            .map(|(netns, dev)| read_port_stats(netns, dev))
+            .collect()
     }
 }
 
