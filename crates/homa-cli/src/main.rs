@@ -5,6 +5,7 @@ use clap::{Parser, Subcommand};
 
 mod bench;
 mod sim;
+mod testbed;
 
 /// Homa in Rust: benchmarks and the datacenter simulator.
 #[derive(Debug, Parser)]
@@ -24,6 +25,8 @@ enum Command {
     Client(Box<bench::ClientArgs>),
     /// Simulate Homa in a datacenter network.
     Sim(Box<sim::SimArgs>),
+    /// Emulate a rack in network namespaces (needs root) and check its links and priorities.
+    Testbed(Box<testbed::TestbedArgs>),
 }
 
 fn main() -> std::process::ExitCode {
@@ -33,6 +36,7 @@ fn main() -> std::process::ExitCode {
         Command::Server(args) => bench::server(*args),
         Command::Client(args) => bench::client(*args),
         Command::Sim(args) => sim::run(*args),
+        Command::Testbed(args) => testbed::run(*args),
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,

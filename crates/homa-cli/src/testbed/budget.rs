@@ -1,0 +1,118 @@
+//! A path's RTT-bytes (link rate × unloaded RTT): what Homa's `unsched_bytes` and grant
+//! `window` should cover so that a sender keeps the link busy until the receiver's first
+//! grant arrives.
+
+use std::time::Duration;
+
+/// Bytes a link of `link_bps` bits per second carries in `rtt`, rounded up.
+pub(crate) fn rtt_bytes(link_bps: u64, rtt: Duration) -> u64 {
+    let bits = u128::from(link_bps).saturating_mul(rtt.as_nanos());
+    u64::try_from(bits.div_ceil(8 * 1_000_000_000)).unwrap_or(u64::MAX)
+}
+
+/// The time to serialise `frame_bytes` on a link of `link_bps`.
+pub(crate) fn serialisation(link_bps: u64, frame_bytes: usize) -> Duration {
+    let nanos = (frame_bytes as u128 * 8 * 1_000_000_000).div_ceil(u128::from(link_bps.max(1)));
+    Duration::from_nanos(u64::try_from(nanos).unwrap_or(u64::MAX))
+}
+
+/// The serialisation part of a round trip through the rack: a data frame of
+/// `data_frame` bytes over `hops` links one way, a reply of `reply_frame` bytes back.
+///
+/// The emulated links do not delay an isolated packet by its serialisation time (htb lets
+/// a packet through at once while the class has a burst's worth of tokens), so a probe
+/// RTT measured on an idle rack lacks it; [`PathBudget::new`] adds it back.
+pub(crate) fn serialisation_rtt(
+    link_bps: u64,
+    hops: u32,
+    data_frame: usize,
+    reply_frame: usize,
+) -> Duration {
+    (serialisation(link_bps, data_frame) + serialisation(link_bps, reply_frame)) * hops
+}
+
+/// Homa's per-path settings derived from the path's RTT-bytes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct PathBudget {
+    /// The round trip the budget covers: measured software RTT + serialisation.
+    pub(crate) rtt: Duration,
+    /// Link rate × `rtt`.
+    pub(crate) rtt_bytes: u64,
+    /// `unsched_bytes`: RTT-bytes rounded up to whole segments, at least one.
+    pub(crate) unsched_bytes: u64,
+    /// The grant `window`: the same amount (one RTT of data in flight per message).
+    pub(crate) window: u64,
+}
+
+impl PathBudget {
+    /// The budget of a path with link rate `link_bps`, an unloaded probe RTT of
+    /// `measured_rtt` (without serialisation, see [`serialisation_rtt`]) plus
+    /// `serialisation` added to it, for DATA segments of `segment_bytes` payload.
+    pub(crate) fn new(
+        link_bps: u64,
+        measured_rtt: Duration,
+        serialisation: Duration,
+        segment_bytes: u64,
+    ) -> PathBudget {
+        let rtt = measured_rtt.saturating_add(serialisation);
+        let rtt_bytes = rtt_bytes(link_bps, rtt);
+        let segment = segment_bytes.max(1);
+        let rounded = rtt_bytes.div_ceil(segment).max(1).saturating_mul(segment);
+        PathBudget {
+            rtt,
+            rtt_bytes,
+            unsched_bytes: rounded,
+            window: rounded,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rtt_bytes_is_rate_times_time_rounded_up() {
+        assert_eq!(rtt_bytes(100_000_000, Duration::from_micros(40)), 500);
+        assert_eq!(rtt_bytes(1_000_000_000, Duration::from_micros(10)), 1250);
+        assert_eq!(rtt_bytes(100_000_000, Duration::from_nanos(1)), 1);
+        assert_eq!(rtt_bytes(100_000_000, Duration::ZERO), 0);
+        assert_eq!(rtt_bytes(u64::MAX, Duration::MAX), u64::MAX);
+    }
+
+    #[test]
+    fn serialisation_of_a_full_frame() {
+        assert_eq!(
+            serialisation(100_000_000, 1514),
+            Duration::from_nanos(121_120)
+        );
+        assert_eq!(
+            serialisation(1_000_000_000, 1514),
+            Duration::from_nanos(12_112)
+        );
+        assert_eq!(
+            serialisation_rtt(100_000_000, 2, 1514, 58),
+            Duration::from_nanos(2 * (121_120 + 4640))
+        );
+        assert_eq!(serialisation(0, 1), Duration::from_secs(8));
+    }
+
+    #[test]
+    fn budget_rounds_up_to_whole_segments() {
+        let b = PathBudget::new(
+            100_000_000,
+            Duration::from_micros(40),
+            Duration::from_micros(252),
+            1424,
+        );
+        assert_eq!(b.rtt, Duration::from_micros(292));
+        assert_eq!(b.rtt_bytes, 3650);
+        assert_eq!(b.unsched_bytes, 3 * 1424);
+        assert_eq!(b.window, b.unsched_bytes);
+        // Never zero segments.
+        let b = PathBudget::new(10_000_000, Duration::ZERO, Duration::ZERO, 1424);
+        assert_eq!((b.rtt_bytes, b.unsched_bytes), (0, 1424));
+        let b = PathBudget::new(10_000_000, Duration::from_secs(1), Duration::ZERO, 0);
+        assert_eq!(b.unsched_bytes, 1_250_000);
+    }
+}
