@@ -730,9 +730,27 @@ impl<R: Region> Engine<R> {
     /// When [`handle_timeout`](Self::handle_timeout) should next be called, if at all.
     pub fn poll_timeout(&self) -> Option<Time> {
         let tick = self.timer_armed.then_some(self.next_tick);
+        [tick, self.poll_urgent_timeout()]
+            .into_iter()
+            .flatten()
+            .min()
+    }
+
+    /// The part of [`poll_timeout`](Self::poll_timeout) that cannot wait for the next
+    /// 1 ms tick: when the pacer may send again, or a FIFO grant falls due. A driver that
+    /// runs the tick's timers up to a tick late (the socket library's watchdog, while
+    /// application threads keep driving) must still be on time for these.
+    ///
+    /// ```
+    /// use homa_proto::engine::{Engine, EngineOptions};
+    /// use homa_proto::Config;
+    /// let e: Engine = Engine::new(Config::default(), EngineOptions::client(40_000, 1), vec![0; 1 << 21]).unwrap();
+    /// assert_eq!(e.poll_urgent_timeout(), None);
+    /// ```
+    pub fn poll_urgent_timeout(&self) -> Option<Time> {
         let pacer = (!self.sendable.is_empty()).then(|| self.pacer.ready_at());
         let fifo = self.grants.next_fifo_time();
-        [tick, pacer, fifo].into_iter().flatten().min()
+        pacer.into_iter().chain(fifo).min()
     }
 
     /// Runs timers that are due: the 1 ms tick (RESENDs, timeouts, NEED_ACKs).

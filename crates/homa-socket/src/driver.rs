@@ -16,10 +16,14 @@
 //!   [`SocketConfig::busy_poll`](crate::SocketConfig::busy_poll) (50 µs by default; zero
 //!   never polls), calling `sched_yield` between polls so that a peer sharing its core
 //!   runs, then sleeps in `ppoll` until a packet, the engine's next timer or its deadline;
-//! * the background thread is a *watchdog*. While application threads drive it sleeps;
-//!   when timers fall due between two drives it runs one round without waiting (reading
-//!   the socket first, so that what is queued is handled before timers judge peers
-//!   silent) and leaves the role free; when nobody has read the socket for a tick (1 ms)
+//! * the background thread is a *watchdog*. While application threads drive it sleeps
+//!   on an alarm (a timerfd) that every drive pushes to a tick after its read whenever
+//!   less than half a tick is left, so threads that drive back to back never see it
+//!   wake; when a pacing or FIFO-grant deadline falls due between two drives it runs one
+//!   round without waiting (reading the socket first, so that what is queued is handled
+//!   before timers judge peers silent) and leaves the role free, and the tick's timers
+//!   wait for the next drive or the alarm (at most a tick); when nobody has read the
+//!   socket for a tick (1 ms)
 //!   and the engine has state to watch (or async tasks wait), it takes the role and
 //!   drives, sleeping in `ppoll` and never spinning, until an application thread asks
 //!   for the role back (through an eventfd). So a live process answers RESENDs (with data
@@ -37,7 +41,7 @@
 //! payload is copied once, by the kernel, as in the Linux module.
 
 use std::collections::{HashMap, VecDeque};
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::os::fd::{AsRawFd, OwnedFd};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, OnceLock, Weak};
 use std::thread::JoinHandle;
@@ -50,7 +54,7 @@ use homa_proto::Time;
 use crate::message::{Message, MessageKind};
 use crate::region::{RecvRegion, RegionWriter};
 use crate::socket::Want;
-use crate::transport::sys::{Scatter, SCATTER_HEAD};
+use crate::transport::sys::{self, Scatter, SCATTER_HEAD};
 use crate::transport::{Family, RecvBatch, SendBatch, Transport};
 use crate::waiters::Waiters;
 use crate::Error;
@@ -121,6 +125,10 @@ pub(crate) struct Core {
     app_waiters: usize,
     /// When a driver last read the socket.
     last_drive: Time,
+    /// When `Inner::watch_timer` expires (drivers move it to a tick after their read
+    /// whenever less than half a tick is left, so it expires only a tick or less after
+    /// the last drive, and costs one system call per half tick of driving).
+    watch_armed: Time,
     /// Whether the watchdog sleeps with no timeout (nothing to time, a thread drives):
     /// then a new RPC nudges it.
     watchdog_idle: bool,
@@ -147,8 +155,11 @@ pub(crate) struct Core {
 pub(crate) struct Inner {
     pub(crate) core: Mutex<Core>,
     cond: Condvar,
-    /// Where the background thread sleeps between its checks.
-    watchdog: Condvar,
+    /// Signalled to wake the watchdog (a nudge, shutdown).
+    watch_wake: OwnedFd,
+    /// Expires a tick after the last drive: the watchdog's alarm while application
+    /// threads drive (drivers push it forward, `Core::watch_armed`).
+    watch_timer: OwnedFd,
     wake: OwnedFd,
     pub(crate) region: RecvRegion,
     epoch: Instant,
@@ -427,16 +438,11 @@ impl Inner {
         bpage_base: u32,
     ) -> Result<(Arc<Inner>, JoinHandle<()>), Error> {
         let max_packet = engine.max_packet_size();
-        // SAFETY: eventfd has no memory preconditions; the result is checked below.
-        let fd = unsafe { libc::eventfd(0, libc::EFD_NONBLOCK | libc::EFD_CLOEXEC) };
-        if fd < 0 {
-            return Err(Error::io(
-                "creating the wake-up eventfd",
-                std::io::Error::last_os_error(),
-            ));
-        }
-        // SAFETY: `fd` is a fresh descriptor that nothing else owns.
-        let wake = unsafe { OwnedFd::from_raw_fd(fd) };
+        let wake = sys::eventfd().map_err(|e| Error::io("creating the wake-up eventfd", e))?;
+        let watch_wake =
+            sys::eventfd().map_err(|e| Error::io("creating the watchdog's eventfd", e))?;
+        let watch_timer =
+            sys::timerfd().map_err(|e| Error::io("creating the watchdog's timerfd", e))?;
         let port = transport.local_port();
         let inner = Arc::new(Inner {
             core: Mutex::new(Core {
@@ -450,6 +456,7 @@ impl Inner {
                 apps_wanting: 0,
                 app_waiters: 0,
                 last_drive: Time::ZERO,
+                watch_armed: Time::ZERO,
                 watchdog_idle: false,
                 requests: VecDeque::new(),
                 responses: VecDeque::new(),
@@ -462,7 +469,8 @@ impl Inner {
                 last_reports: Time::ZERO,
             }),
             cond: Condvar::new(),
-            watchdog: Condvar::new(),
+            watch_wake,
+            watch_timer,
             wake,
             region,
             epoch: Instant::now(),
@@ -585,19 +593,11 @@ impl Inner {
 
     /// Interrupts a driver blocked waiting for packets.
     fn wake(&self) {
-        let one: u64 = 1;
-        // SAFETY: writing 8 bytes from a local u64 to our own eventfd.
-        unsafe {
-            libc::write(self.wake.as_raw_fd(), (&one as *const u64).cast(), 8);
-        }
+        sys::signal(self.wake.as_raw_fd());
     }
 
     fn drain_wake(&self) {
-        let mut v: u64 = 0;
-        // SAFETY: reading 8 bytes into a local u64 from our own non-blocking eventfd.
-        unsafe {
-            libc::read(self.wake.as_raw_fd(), (&mut v as *mut u64).cast(), 8);
-        }
+        sys::drain(self.wake.as_raw_fd());
     }
 
     pub(crate) fn shutdown(&self) {
@@ -617,7 +617,7 @@ impl Inner {
         core.waiters.all();
         drop(core);
         self.cond.notify_all();
-        self.watchdog.notify_all();
+        sys::signal(self.watch_wake.as_raw_fd());
         self.wake();
     }
 
@@ -657,7 +657,7 @@ impl Inner {
     pub(crate) fn nudge_watchdog(&self, core: &mut Core) {
         if core.watchdog_idle {
             core.watchdog_idle = false;
-            self.watchdog.notify_one();
+            sys::signal(self.watch_wake.as_raw_fd());
         }
     }
 
@@ -883,6 +883,13 @@ impl Inner {
             core = self.lock();
             let now = self.now();
             core.last_drive = now;
+            if core.watch_armed < now + engine::TICK / 2 {
+                // (A failure leaves the watchdog on its own timed sleeps: it then wakes
+                // by the engine's next timer, as without the alarm.)
+                if sys::arm_timer(self.watch_timer.as_raw_fd(), engine::TICK).is_ok() {
+                    core.watch_armed = now + engine::TICK;
+                }
+            }
             let n = received.unwrap_or(0);
             last = n;
             if n == BATCH {
@@ -968,10 +975,11 @@ impl Inner {
         transport.recv(batch)
     }
 
-    /// The background thread, a watchdog: it sleeps while application threads drive,
-    /// and takes the driver role only when nobody has read the socket for a tick (or
-    /// timers fell due with nobody driving), then drives (sleeping in the socket's wait,
-    /// never spinning) until an application thread asks for the role back.
+    /// The background thread, a watchdog: it sleeps while application threads drive
+    /// (woken by the alarm a tick after the last drive, or by a nudge), and takes the
+    /// driver role only when nobody has read the socket for a tick (or timers fell due
+    /// with nobody driving), then drives (sleeping in the socket's wait, never spinning)
+    /// until an application thread asks for the role back.
     fn watchdog(self: Arc<Self>) {
         let mut core = self.lock();
         loop {
@@ -983,6 +991,11 @@ impl Inner {
             // Whether there is anything to watch: protocol state with timers, or async
             // tasks with none of them waiting on the reactor for the socket.
             let engine_at = core.engine.poll_timeout();
+            // The pacer's and FIFO grants' deadlines cannot wait for a tick; the tick's
+            // timers can: while application threads drive, the next drive runs them, or
+            // we do when the alarm says nobody drove for a tick.
+            let urgent_at = core.engine.poll_urgent_timeout();
+            let recently_driven = core.watch_armed > now;
             let unwatched_tasks = !core.waiters.is_empty() && core.waiters.reactor.is_none();
             // (A shard always watches its socket: a thread receiving from a sharded socket
             // waits on one shard, so another's packets are read by its watchdog.)
@@ -995,7 +1008,12 @@ impl Inner {
                     core = self.run_driver(core, Turn::background(None));
                     continue;
                 }
-                if engine_at.is_some_and(|t| t <= now) {
+                let due_at = if recently_driven {
+                    urgent_at
+                } else {
+                    engine_at
+                };
+                if due_at.is_some_and(|t| t <= now) {
                     // Timers are due between two drives: one round (read what is
                     // queued, run them, transmit) without waiting, keeping the role free.
                     let now = Some(Instant::now());
@@ -1003,22 +1021,39 @@ impl Inner {
                     continue;
                 }
             }
-            // Sleep until the grace period after the last drive ends (or the engine's
-            // next timer, if earlier); with nothing to watch, idle: until nudged (or for
-            // at most 100 ms).
+            // Sleep. With nothing to watch: until nudged (or for at most 100 ms). While a
+            // thread drives, or drove within the last tick: until the alarm (a tick
+            // after the last drive), or a pacing or FIFO-grant deadline if nobody is
+            // driving now; so application threads that drive back to back are never
+            // interrupted by the watchdog. Otherwise until the grace period after the
+            // last drive ends, or the engine's next timer if earlier.
             core.watchdog_idle = !needed;
             let sleep = if needed {
-                let at = engine_at.map_or(grace_end, |t| t.min(grace_end));
-                at.max(now + engine::TICK / 8)
-                    .saturating_duration_since(now)
+                let wake_at = if core.driver.is_some() {
+                    None
+                } else if recently_driven {
+                    urgent_at
+                } else {
+                    Some(engine_at.map_or(grace_end, |t| t.min(grace_end)))
+                };
+                wake_at.map(|at| {
+                    at.max(now + engine::TICK / 8)
+                        .saturating_duration_since(now)
+                })
             } else {
-                Duration::from_millis(100)
+                Some(Duration::from_millis(100))
             };
-            core = self
-                .watchdog
-                .wait_timeout(core, sleep)
-                .unwrap_or_else(|p| p.into_inner())
-                .0;
+            drop(core);
+            // (An error here, which ppoll on two live descriptors does not have, would
+            // only cut the sleep short.)
+            let _ = sys::wait_readable(
+                self.watch_timer.as_raw_fd(),
+                self.watch_wake.as_raw_fd(),
+                sleep,
+            );
+            sys::drain(self.watch_timer.as_raw_fd());
+            sys::drain(self.watch_wake.as_raw_fd());
+            core = self.lock();
             core.watchdog_idle = false;
         }
     }

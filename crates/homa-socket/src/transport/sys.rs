@@ -1078,6 +1078,73 @@ pub(crate) fn wait_readable(
     poll(&mut fds, timeout).map(|_| ())
 }
 
+/// A non-blocking, close-on-exec eventfd (a counter other threads add to, to wake a
+/// thread polling it).
+pub(crate) fn eventfd() -> io::Result<OwnedFd> {
+    // SAFETY: eventfd has no memory preconditions; the result is checked below.
+    let fd = unsafe { libc::eventfd(0, libc::EFD_NONBLOCK | libc::EFD_CLOEXEC) };
+    if fd < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: `fd` is a fresh descriptor that nothing else owns.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+}
+
+/// Adds one to eventfd `fd` (it becomes readable). An overflowing counter (2^64 − 2
+/// unread signals) would make the write fail with EAGAIN, which changes nothing: the
+/// descriptor is readable either way.
+pub(crate) fn signal(fd: RawFd) {
+    let one: u64 = 1;
+    // SAFETY: writes 8 bytes from a live local u64; `fd` is an eventfd its owner keeps
+    // open for the call.
+    unsafe {
+        libc::write(fd, std::ptr::from_ref(&one).cast(), 8);
+    }
+}
+
+/// Clears a counter descriptor (an eventfd, or a timerfd's expirations) without
+/// blocking: after it, the descriptor is not readable until signalled or expired again.
+pub(crate) fn drain(fd: RawFd) {
+    let mut v: u64 = 0;
+    // SAFETY: reads at most 8 bytes into a live local u64; `fd` is non-blocking and kept
+    // open by its owner for the call.
+    unsafe {
+        libc::read(fd, std::ptr::from_mut(&mut v).cast(), 8);
+    }
+}
+
+/// A non-blocking, close-on-exec timerfd on the monotonic clock, disarmed.
+pub(crate) fn timerfd() -> io::Result<OwnedFd> {
+    // SAFETY: timerfd_create has no memory preconditions; the result is checked below.
+    let fd = unsafe {
+        libc::timerfd_create(
+            libc::CLOCK_MONOTONIC,
+            libc::TFD_NONBLOCK | libc::TFD_CLOEXEC,
+        )
+    };
+    if fd < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: `fd` is a fresh descriptor that nothing else owns.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+}
+
+/// Arms timerfd `fd` to expire once, `after` from now (replacing any earlier setting; at
+/// least 1 ns, since zero would disarm it).
+pub(crate) fn arm_timer(fd: RawFd, after: Duration) -> io::Result<()> {
+    let spec = libc::itimerspec {
+        it_interval: timespec(Duration::ZERO),
+        it_value: timespec(after.max(Duration::from_nanos(1))),
+    };
+    // SAFETY: `spec` is a live local read by the call; a null old-value pointer asks for
+    // nothing back; `fd` is a timerfd its owner keeps open for the call.
+    let r = unsafe { libc::timerfd_settime(fd, 0, &spec, std::ptr::null_mut()) };
+    if r < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
 /// Blocks until `fd` is writable or `timeout` passes; whether it is writable.
 pub(crate) fn wait_writable(fd: RawFd, timeout: Duration) -> io::Result<bool> {
     let mut fds = [libc::pollfd {
