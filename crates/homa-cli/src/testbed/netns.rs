@@ -18,7 +18,7 @@ use std::io::{self, Write};
 use std::os::fd::AsRawFd;
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use super::error::TestbedError;
@@ -250,6 +250,12 @@ struct Owned {
     marker_path: PathBuf,
     /// Set once torn down: nothing more is created.
     closed: bool,
+    /// Child processes running in the namespaces (each the leader of its own process
+    /// group, not yet reaped): killed before the namespaces are deleted.
+    children: Vec<u32>,
+    /// A scratch directory of the run (the experiment's logs and raw files), removed
+    /// with the namespaces.
+    scratch: Option<PathBuf>,
 }
 
 impl Owned {
@@ -269,10 +275,22 @@ impl Owned {
     /// created afterwards.
     fn teardown(&mut self) -> Vec<TestbedError> {
         self.closed = true;
-        if self.marker.names.is_empty() && !self.marker_path.exists() {
-            return Vec::new();
+        // Processes first: they would outlive their namespaces' names otherwise. Their
+        // owners reap them (or the process exits).
+        for pid in std::mem::take(&mut self.children) {
+            kill_group(pid);
         }
         let mut errors = Vec::new();
+        if let Some(dir) = self.scratch.take() {
+            if let Err(e) = fs::remove_dir_all(&dir) {
+                if e.kind() != io::ErrorKind::NotFound {
+                    errors.push(TestbedError::io(format!("removing {}", dir.display()), e));
+                }
+            }
+        }
+        if self.marker.names.is_empty() && !self.marker_path.exists() {
+            return errors;
+        }
         let mut kept = Vec::new();
         for name in self.marker.names.iter().rev() {
             if let Err(e) = delete_namespace(name) {
@@ -320,6 +338,8 @@ impl Namespaces {
             },
             marker_path: marker_path(owner.pid),
             closed: false,
+            children: Vec::new(),
+            scratch: None,
         };
         owned.write_marker()?;
         Ok(Namespaces {
@@ -360,6 +380,31 @@ impl Namespaces {
         self.lock().marker.names.clone()
     }
 
+    /// A handle that spawns child processes the teardown (and the signal thread) kills.
+    pub(crate) fn children(&self) -> Children {
+        Children {
+            owned: Arc::clone(&self.owned),
+        }
+    }
+
+    /// Creates the run's scratch directory `dir` (empty; an old one of the same name is
+    /// removed first), removed again by the teardown.
+    pub(crate) fn create_scratch(&self, dir: &Path) -> Result<(), TestbedError> {
+        let mut owned = self.lock();
+        if owned.closed {
+            return Err(TestbedError::Interrupted);
+        }
+        match fs::remove_dir_all(dir) {
+            Ok(()) => {}
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+            Err(e) => return Err(TestbedError::io(format!("removing {}", dir.display()), e)),
+        }
+        fs::create_dir_all(dir)
+            .map_err(|e| TestbedError::io(format!("creating {}", dir.display()), e))?;
+        owned.scratch = Some(dir.to_path_buf());
+        Ok(())
+    }
+
     /// Deletes every namespace created (and the marker). Returns the failures; after it
     /// the guard owns nothing and its drop does nothing.
     pub(crate) fn teardown(&self) -> Vec<TestbedError> {
@@ -394,6 +439,118 @@ impl Namespaces {
             })
             .map_err(|e| TestbedError::io("starting the signal thread", e))?;
         Ok(())
+    }
+}
+
+/// Spawns child processes registered with the guard: the teardown kills them (their whole
+/// process group, with SIGKILL) before it deletes the namespaces, also on a signal. The
+/// owner of a [`Child`] must end it with [`Children::kill`], which forgets it before it
+/// is reaped, so that a pid is never signalled after it may have been reused.
+#[derive(Debug, Clone)]
+pub(crate) struct Children {
+    owned: Arc<Mutex<Owned>>,
+}
+
+impl Children {
+    fn lock(&self) -> MutexGuard<'_, Owned> {
+        self.owned.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Spawns `command` in a process group of its own (a Ctrl-C at the terminal reaches
+    /// only `homa`, whose signal thread kills it), killed with SIGKILL if this thread
+    /// ends first (`PR_SET_PDEATHSIG`: also when `homa` itself is SIGKILLed), and
+    /// registers it; all under the guard's lock, so that a teardown either comes first
+    /// (and nothing is spawned: [`TestbedError::Interrupted`]) or kills it.
+    pub(crate) fn spawn(&self, command: &mut Command) -> Result<Child, TestbedError> {
+        let mut owned = self.lock();
+        if owned.closed {
+            return Err(TestbedError::Interrupted);
+        }
+        let parent = std::process::id();
+        command.process_group(0);
+        // SAFETY: the closure runs in the forked child before exec and calls only
+        // async-signal-safe functions (prctl, getppid) without allocating: the error is
+        // built from a raw OS error code.
+        unsafe {
+            command.pre_exec(move || {
+                if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) != 0 {
+                    return Err(io::Error::last_os_error());
+                }
+                // The parent died before the prctl: nobody would kill this child.
+                if libc::getppid() as u32 != parent {
+                    return Err(io::Error::from_raw_os_error(libc::ESRCH));
+                }
+                Ok(())
+            });
+        }
+        let child = command
+            .spawn()
+            .map_err(|e| TestbedError::io(format!("starting `{}`", command_line(command)), e))?;
+        owned.children.push(child.id());
+        Ok(child)
+    }
+
+    /// Kills `child`'s process group (if still registered: a teardown may have killed it
+    /// already), forgets it, then reaps it.
+    pub(crate) fn kill(&self, child: &mut Child) -> Result<std::process::ExitStatus, TestbedError> {
+        let pid = child.id();
+        {
+            let mut owned = self.lock();
+            if let Some(i) = owned.children.iter().position(|&p| p == pid) {
+                owned.children.swap_remove(i);
+                kill_group(pid);
+            }
+        }
+        child
+            .wait()
+            .map_err(|e| TestbedError::io(format!("reaping child process {pid}"), e))
+    }
+
+    /// Reaps `child` if it has exited (forgetting it first, under the lock, so that the
+    /// teardown never signals a reaped pid); `None` while it runs.
+    pub(crate) fn try_reap(
+        &self,
+        child: &mut Child,
+    ) -> Result<Option<std::process::ExitStatus>, TestbedError> {
+        let pid = child.id();
+        let mut owned = self.lock();
+        // waitid(WNOWAIT) would peek without reaping; try_wait reaps, so forget first and
+        // put it back if it still runs.
+        let registered = owned.children.iter().position(|&p| p == pid);
+        if let Some(i) = registered {
+            owned.children.swap_remove(i);
+        }
+        match child.try_wait() {
+            Ok(Some(status)) => Ok(Some(status)),
+            Ok(None) => {
+                if registered.is_some() {
+                    owned.children.push(pid);
+                }
+                Ok(None)
+            }
+            Err(e) => {
+                if registered.is_some() {
+                    owned.children.push(pid);
+                }
+                Err(TestbedError::io(
+                    format!("waiting for child process {pid}"),
+                    e,
+                ))
+            }
+        }
+    }
+}
+
+/// Sends SIGKILL to process group `pgid` (a child spawned by [`Children::spawn`], not yet
+/// reaped); an error (it is gone already) is ignored.
+fn kill_group(pgid: u32) {
+    let Ok(pgid) = libc::pid_t::try_from(pgid) else {
+        return;
+    };
+    // SAFETY: kill(2) takes two integers and touches no memory of ours; the group's
+    // leader is an unreaped child of this process, so the number names it.
+    unsafe {
+        libc::kill(-pgid, libc::SIGKILL);
     }
 }
 
@@ -631,8 +788,11 @@ mod tests {
             ),
             marker_path: dir.join("marker"),
             closed: false,
+            children: Vec::new(),
+            scratch: Some(dir.join("scratch")),
         };
         owned.write_marker().unwrap();
+        fs::create_dir_all(dir.join("scratch/sub")).unwrap();
         let written = fs::read_to_string(&owned.marker_path).unwrap();
         assert_eq!(Marker::parse(&written), Some(owned.marker.clone()));
         let guard = Namespaces {
@@ -643,6 +803,10 @@ mod tests {
         assert!(errors.is_empty(), "{errors:?}");
         assert!(guard.names().is_empty());
         assert!(!dir.join("marker").exists());
+        assert!(
+            !dir.join("scratch").exists(),
+            "the scratch directory goes too"
+        );
         assert!(guard.teardown().is_empty());
         assert!(matches!(guard.create("sw"), Err(TestbedError::Interrupted)));
         drop(guard);
