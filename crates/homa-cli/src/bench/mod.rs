@@ -74,7 +74,7 @@ mod error;
 mod frame;
 pub(crate) mod harness;
 mod homa;
-mod knobs;
+pub(crate) mod knobs;
 pub(crate) mod raw;
 pub(crate) mod report;
 mod server;
@@ -364,7 +364,7 @@ fn run_bench(args: BenchArgs) -> Result<(), BenchError> {
         transport: m.transport.kind(),
         ipv6: m.ipv6,
         spin: Duration::from_micros(m.busy_poll_us),
-        knobs: m.homa,
+        knobs: m.homa.clone(),
     })?;
     let targets = servers.targets(ip);
     let result = measure(&m, &targets, Scope::Loopback);
@@ -745,7 +745,7 @@ impl<'a> ClientFactory<'a> {
             transport: m.transport.kind(),
             ipv6: m.ipv6,
             spin: Duration::from_micros(m.busy_poll_us),
-            knobs: m.homa,
+            knobs: m.homa.clone(),
             shards: m.server_shards,
             tcp_conns: m.tcp_conns,
             homa_opened: Default::default(),

@@ -333,3 +333,42 @@ pub(crate) fn serve(listener: TcpListener, stop: Arc<AtomicBool>, spin: Duration
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// With `--tcp-conns 3`, the requests to one server take its three connections in
+    /// turn, and every response comes back on its own connection.
+    #[test]
+    fn requests_to_a_server_take_its_connections_in_turn() {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        let stop = Arc::new(AtomicBool::new(false));
+        let stop2 = Arc::clone(&stop);
+        let server = std::thread::spawn(move || serve(listener, stop2, Duration::ZERO));
+        let mut client = TcpClient::connect(&[addr], 3, Duration::ZERO).unwrap();
+        assert_eq!(client.conns.len(), 3);
+        for tag in 0..6 {
+            client.start(0, 100, 50, tag).unwrap();
+        }
+        let queued: Vec<Vec<u64>> = client
+            .pending
+            .iter()
+            .map(|p| p.iter().copied().collect())
+            .collect();
+        assert_eq!(queued, [vec![0, 3], vec![1, 4], vec![2, 5]]);
+        let mut done = Vec::new();
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while done.len() < 6 && Instant::now() < deadline {
+            client.wait(deadline, &mut done).unwrap();
+        }
+        let mut tags: Vec<u64> = done.iter().map(|c| c.tag).collect();
+        tags.sort_unstable();
+        assert_eq!(tags, [0, 1, 2, 3, 4, 5]);
+        assert!(done.iter().all(|c| c.failed.is_none()));
+        stop.store(true, Ordering::Relaxed);
+        drop(client);
+        server.join().unwrap();
+    }
+}

@@ -108,6 +108,8 @@ pub(crate) struct Options {
     pub(crate) ipv6: bool,
     /// `--homa-link-mbps` [default: the link rate].
     pub(crate) homa_link_mbps: Option<u32>,
+    /// `--homa-set` settings passed on to every server and client.
+    pub(crate) homa_set: Vec<(&'static str, u64)>,
 }
 
 /// How the loaded runs' length was chosen.
@@ -223,6 +225,10 @@ impl Plan {
         ];
         if o.ipv6 {
             args.push("--ipv6".into());
+        }
+        for (name, value) in &o.homa_set {
+            args.push("--homa-set".into());
+            args.push(format!("{name}={value}"));
         }
         args
     }
@@ -582,6 +588,7 @@ mod tests {
             transport: TransportArg::Udp,
             ipv6: false,
             homa_link_mbps: None,
+            homa_set: Vec::new(),
         }
     }
 
@@ -699,7 +706,19 @@ mod tests {
             client.contains(&format!("--seed {}", host_seed(1, 2))),
             "{client}"
         );
-        assert!(!client.contains("--quick"));
+        assert!(!client.contains("--quick") && !client.contains("--homa-set"));
+        let set = Plan::new(
+            Options {
+                homa_set: vec![("resend_ticks", 50)],
+                ..options()
+            },
+            3,
+            100_000_000,
+            budget(),
+            1416,
+        );
+        let line = set.server_args(Variant::Homa, servers[0]).join(" ");
+        assert!(line.ends_with("--homa-set resend_ticks=50"), "{line}");
         assert_ne!(host_seed(1, 0), host_seed(1, 1));
         assert_eq!(host_seed(7, 0), 7);
     }

@@ -128,6 +128,11 @@ pub(crate) struct ExperimentArgs {
     /// The link rate Homa's pacer assumes, Mbit/s [default: --link-mbps].
     #[arg(long, value_name = "MBPS", value_parser = clap::value_parser!(u32).range(1..=10_000_000))]
     homa_link_mbps: Option<u32>,
+    /// Any other Homa protocol tunable for every server and client, by its sysctl name
+    /// (e.g. `resend_ticks=50`; repeatable): for diagnostics, the experiment's own
+    /// settings are those above.
+    #[arg(long = "homa-set", value_name = "NAME=VALUE", value_parser = crate::bench::knobs::parse_setting)]
+    homa_set: Vec<(&'static str, u64)>,
     /// Also write the results as JSON to PATH.
     #[arg(long, value_name = "PATH")]
     json: Option<PathBuf>,
@@ -230,6 +235,7 @@ impl Settings {
                 transport: e.transport,
                 ipv6: e.ipv6,
                 homa_link_mbps: e.homa_link_mbps,
+                homa_set: e.homa_set.clone(),
             },
             outputs: report::Outputs {
                 json: e.json.clone(),

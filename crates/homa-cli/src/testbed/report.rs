@@ -360,6 +360,18 @@ fn setup_text(o: &mut String, p: &Plan) {
         b.rtt.as_secs_f64() * 1e6,
         p.homa_link_mbps
     );
+    if !opt.homa_set.is_empty() {
+        let set: Vec<String> = opt
+            .homa_set
+            .iter()
+            .map(|(k, v)| format!("{k}={v}"))
+            .collect();
+        let _ = writeln!(
+            o,
+            "  homa-set  also set on every server and client (--homa-set): {}",
+            set.join(", ")
+        );
+    }
 }
 
 fn unloaded_text(o: &mut String, a: &Analysis<'_>) {
@@ -673,6 +685,12 @@ fn config_json(p: &Plan) -> Json {
         .field("window", b.window)
         .field("homa_link_mbps", p.homa_link_mbps)
         .field(
+            "homa_set",
+            o.homa_set
+                .iter()
+                .fold(Json::object(), |j, &(k, v)| j.field(k, v)),
+        )
+        .field(
             "slowdown_baseline",
             "P50 of unloaded back-to-back Homa RPCs host 0 -> host 1 (8 priorities), measured first, linear in size between measured sizes; own_*: the transport's own unloaded RTT",
         )
@@ -982,6 +1000,7 @@ mod tests {
             transport: TransportArg::Udp,
             ipv6: false,
             homa_link_mbps: None,
+            homa_set: Vec::new(),
         };
         let budget = PathBudget::new(
             100_000_000,
