@@ -418,7 +418,7 @@ fn run_experiment(
         budget,
         segment(settings),
     );
-    let dir = std::env::temp_dir().join(format!("homa-testbed-{}", std::process::id()));
+    let dir = std::env::temp_dir().join(format!("{}{}", netns::SCRATCH_PREFIX, std::process::id()));
     rack.namespaces.create_scratch(&dir)?;
     let runs = experiment::run(rack, &plan, &dir)?;
     let analysis = report::Analysis::new(&plan, &runs);

@@ -99,6 +99,8 @@ pub(crate) struct Marker {
     pub(crate) owner: Owner,
     /// The namespaces it created (or was about to create).
     pub(crate) names: Vec<String>,
+    /// Its scratch directory (the experiment's logs and raw files), if it made one.
+    pub(crate) scratch: Option<PathBuf>,
 }
 
 impl Marker {
@@ -110,6 +112,9 @@ impl Marker {
         );
         for name in &self.names {
             text.push_str(&format!("netns {name}\n"));
+        }
+        if let Some(dir) = &self.scratch {
+            text.push_str(&format!("scratch {}\n", dir.display()));
         }
         text
     }
@@ -123,12 +128,17 @@ impl Marker {
         let pid = lines.next()?.strip_prefix("pid ")?.parse().ok()?;
         let start_ticks = lines.next()?.strip_prefix("start ")?.parse().ok()?;
         let mut names = Vec::new();
+        let mut scratch = None;
         for line in lines {
-            names.push(line.strip_prefix("netns ")?.to_string());
+            match line.strip_prefix("scratch ") {
+                Some(dir) => scratch = Some(PathBuf::from(dir)),
+                None => names.push(line.strip_prefix("netns ")?.to_string()),
+            }
         }
         Some(Marker {
             owner: Owner { pid, start_ticks },
             names,
+            scratch,
         })
     }
 }
@@ -228,11 +238,26 @@ pub(crate) fn sweep_stale() -> Result<Sweep, TestbedError> {
                 .iter()
                 .any(|n| Path::new(NETNS_DIR).join(n).exists());
             if !marker.owner.is_alive() && !left {
+                if let Some(dir) = marker.scratch.as_deref().filter(|d| is_scratch(d)) {
+                    let _ = fs::remove_dir_all(dir);
+                }
                 let _ = fs::remove_file(&path);
             }
         }
     }
     Ok(sweep)
+}
+
+/// The prefix of a run's scratch directory's name (`$TMPDIR/homa-testbed-<pid>`).
+pub(crate) const SCRATCH_PREFIX: &str = "homa-testbed-";
+
+/// Whether `dir` is named as a run's scratch directory: a sweep removes nothing else,
+/// whatever a marker file says.
+fn is_scratch(dir: &Path) -> bool {
+    dir.file_name()
+        .and_then(|n| n.to_str())
+        .and_then(|n| n.strip_prefix(SCRATCH_PREFIX))
+        .is_some_and(|pid| !pid.is_empty() && pid.bytes().all(|b| b.is_ascii_digit()))
 }
 
 /// Deletes namespace `name` (`ip netns del`); one that is already gone is fine.
@@ -253,9 +278,6 @@ struct Owned {
     /// Child processes running in the namespaces (each the leader of its own process
     /// group, not yet reaped): killed before the namespaces are deleted.
     children: Vec<u32>,
-    /// A scratch directory of the run (the experiment's logs and raw files), removed
-    /// with the namespaces.
-    scratch: Option<PathBuf>,
 }
 
 impl Owned {
@@ -281,7 +303,7 @@ impl Owned {
             kill_group(pid);
         }
         let mut errors = Vec::new();
-        if let Some(dir) = self.scratch.take() {
+        if let Some(dir) = self.marker.scratch.take() {
             if let Err(e) = fs::remove_dir_all(&dir) {
                 if e.kind() != io::ErrorKind::NotFound {
                     errors.push(TestbedError::io(format!("removing {}", dir.display()), e));
@@ -335,11 +357,11 @@ impl Namespaces {
             marker: Marker {
                 owner,
                 names: Vec::new(),
+                scratch: None,
             },
             marker_path: marker_path(owner.pid),
             closed: false,
             children: Vec::new(),
-            scratch: None,
         };
         owned.write_marker()?;
         Ok(Namespaces {
@@ -401,8 +423,8 @@ impl Namespaces {
         }
         fs::create_dir_all(dir)
             .map_err(|e| TestbedError::io(format!("creating {}", dir.display()), e))?;
-        owned.scratch = Some(dir.to_path_buf());
-        Ok(())
+        owned.marker.scratch = Some(dir.to_path_buf());
+        owned.write_marker()
     }
 
     /// Deletes every namespace created (and the marker). Returns the failures; after it
@@ -692,6 +714,7 @@ mod tests {
                 start_ticks: 777,
             },
             names: names.iter().map(|n| n.to_string()).collect(),
+            scratch: None,
         }
     }
 
@@ -714,6 +737,19 @@ mod tests {
     fn marker_round_trips_and_rejects_other_files() {
         let m = marker(12, &["homa-tb-12-sw", "homa-tb-12-h0"]);
         assert_eq!(Marker::parse(&m.render()), Some(m.clone()));
+        let with_scratch = Marker {
+            scratch: Some(PathBuf::from("/tmp/homa-testbed-12")),
+            ..m.clone()
+        };
+        assert_eq!(
+            Marker::parse(&with_scratch.render()),
+            Some(with_scratch.clone())
+        );
+        // Only directories named as scratch directories are ever swept.
+        assert!(is_scratch(Path::new("/tmp/homa-testbed-12")));
+        assert!(!is_scratch(Path::new("/tmp/homa-testbed-")));
+        assert!(!is_scratch(Path::new("/home")));
+        assert!(!is_scratch(Path::new("/tmp/homa-testbed-12x")));
         assert_eq!(Marker::parse(""), None);
         assert_eq!(Marker::parse("something else\npid 12\nstart 1\n"), None);
         assert_eq!(
@@ -782,14 +818,16 @@ mod tests {
         let dir = std::env::temp_dir().join(format!("homa-tb-unit-{}", std::process::id()));
         fs::create_dir_all(&dir).unwrap();
         let owned = Owned {
-            marker: marker(
-                std::process::id(),
-                &["homa-tb-4999998-gone0", "homa-tb-4999998-gone1"],
-            ),
+            marker: Marker {
+                scratch: Some(dir.join("scratch")),
+                ..marker(
+                    std::process::id(),
+                    &["homa-tb-4999998-gone0", "homa-tb-4999998-gone1"],
+                )
+            },
             marker_path: dir.join("marker"),
             closed: false,
             children: Vec::new(),
-            scratch: Some(dir.join("scratch")),
         };
         owned.write_marker().unwrap();
         fs::create_dir_all(dir.join("scratch/sub")).unwrap();

@@ -19,6 +19,7 @@ use crate::bench::raw::RawPhase;
 use crate::bench::report::{num, ratio, size_text, us};
 use crate::bench::spec::WorkloadSpec;
 
+use super::budget::serialisation;
 use super::error::TestbedError;
 use super::experiment::{DurationChoice, Plan, TransportRun, Variant, MIN_SHORT_MESSAGES};
 use super::rack::MTU;
@@ -232,6 +233,20 @@ impl<'a> Analysis<'a> {
         self.of(v)
             .map_or(f64::NAN, |t| t.short(self.plan).p50_slowdown)
     }
+}
+
+/// What the link rate alone costs a short RPC under load: each of the 4 shaped links it
+/// crosses (sender's egress and switch port, each way) may be busy with a full frame it
+/// cannot preempt. Returns (one frame's time in µs, the 4 frames' time over the unloaded
+/// Homa RTT of a short message), if the baseline is known.
+pub(crate) fn frame_floor(a: &Analysis<'_>) -> Option<(f64, f64)> {
+    let frame = serialisation(a.plan.link_bps, MTU as usize + 14).as_secs_f64() * 1e6;
+    let base_us = a
+        .homa_baseline
+        .as_ref()?
+        .at(a.plan.workload.short_threshold)
+        / 1e3;
+    Some((frame, 4.0 * frame / base_us))
 }
 
 /// The ratios and the targets.
@@ -627,6 +642,20 @@ fn summary_text(o: &mut String, a: &Analysis<'_>) {
         met(s.tcp_target),
         met(s.between_target)
     );
+    floor_text(o, a);
+}
+
+fn floor_text(o: &mut String, a: &Analysis<'_>) {
+    let Some((frame, floor)) = frame_floor(a) else {
+        return;
+    };
+    let _ = writeln!(
+        o,
+        "   At {} Mbit/s a full frame takes {frame:.0} µs per link; a short RPC crosses 4 shaped links (2 each way), each possibly busy with a frame it cannot preempt: up to {:.0} µs of waiting = {floor:.1} x the unloaded Homa RTT of a {}-byte RPC (the issue's targets assume links where a frame is a small part of the RTT: 1.2 µs at 10 Gbit/s)",
+        a.plan.link_bps / 1_000_000,
+        4.0 * frame,
+        a.plan.workload.short_threshold
+    );
 }
 
 fn points_json(b: Option<&Baseline>) -> Json {
@@ -696,6 +725,71 @@ fn config_json(p: &Plan) -> Json {
         )
 }
 
+/// The unloaded RTTs of a run, one object per size.
+fn unloaded_json(run: &TransportRun) -> Json {
+    Json::Array(
+        run.unloaded
+            .as_ref()
+            .map(|r| r.unloaded.clone())
+            .unwrap_or_default()
+            .iter()
+            .map(|&(size, p50, p99, n)| {
+                Json::object()
+                    .field("size", size)
+                    .field("p50_us", p50 as f64 / 1e3)
+                    .field("p99_us", p99 as f64 / 1e3)
+                    .field("count", n)
+            })
+            .collect(),
+    )
+}
+
+/// The qdisc counters over a loaded run: the sums and every device.
+fn qdisc_json(ports: &super::queues::PortDelta) -> Json {
+    Json::object()
+        .field("switch_drops", ports.switch_drops())
+        .field("switch_sent", ports.switch_sent())
+        .field("host_drops", ports.host_drops())
+        .field("host_sent", ports.host_sent())
+        .field(
+            "devices",
+            Json::Array(
+                ports
+                    .devices
+                    .iter()
+                    .map(|d| {
+                        Json::object()
+                            .field("netns", d.netns.as_str())
+                            .field("dev", d.dev.as_str())
+                            .field("switch_port", d.switch_port)
+                            .field("sent_packets", d.counters.sent_packets)
+                            .field("dropped", d.counters.dropped)
+                    })
+                    .collect(),
+            ),
+        )
+}
+
+/// Each host's client of a loaded run: its counts, or why it has none.
+fn clients_json(run: &TransportRun) -> Json {
+    Json::Array(
+        run.clients
+            .iter()
+            .map(|c| match &c.raw {
+                Ok(r) => Json::object()
+                    .field("host", c.host)
+                    .field("rpcs", r.rtts.len())
+                    .field("started", r.started)
+                    .field("failed", r.failed)
+                    .field("cpu_s", r.cpu_s),
+                Err(why) => Json::object()
+                    .field("host", c.host)
+                    .field("error", why.as_str()),
+            })
+            .collect(),
+    )
+}
+
 fn transport_json(a: &Analysis<'_>, t: &TransportStats<'_>) -> Json {
     let p = a.plan;
     let m = &t.merged;
@@ -716,26 +810,11 @@ fn transport_json(a: &Analysis<'_>, t: &TransportStats<'_>) -> Json {
     let own_short = t.own.short(p.workload.short_threshold);
     short.insert("own_p50_slowdown", own_short.p50_slowdown);
     short.insert("own_p99_slowdown", own_short.p99_slowdown);
-    let unloaded: Vec<Json> = t
-        .run
-        .unloaded
-        .as_ref()
-        .map(|r| r.unloaded.clone())
-        .unwrap_or_default()
-        .iter()
-        .map(|&(size, p50, p99, n)| {
-            Json::object()
-                .field("size", size)
-                .field("p50_us", p50 as f64 / 1e3)
-                .field("p99_us", p99 as f64 / 1e3)
-                .field("count", n)
-        })
-        .collect();
     let (ports, peak, cpu) = (&t.run.ports, &t.run.peak, &t.run.cpu);
     Json::object()
         .field("transport", t.run.variant.name())
         .field("priorities", t.run.variant.priorities())
-        .field("unloaded", Json::Array(unloaded))
+        .field("unloaded", unloaded_json(t.run))
         .field(
             "loaded",
             Json::object()
@@ -762,31 +841,7 @@ fn transport_json(a: &Analysis<'_>, t: &TransportStats<'_>) -> Json {
                 .field("machine_busy", cpu.machine_busy)
                 .field("wall_s", cpu.wall_s),
         )
-        .field(
-            "qdisc",
-            Json::object()
-                .field("switch_drops", ports.switch_drops())
-                .field("switch_sent", ports.switch_sent())
-                .field("host_drops", ports.host_drops())
-                .field("host_sent", ports.host_sent())
-                .field(
-                    "devices",
-                    Json::Array(
-                        ports
-                            .devices
-                            .iter()
-                            .map(|d| {
-                                Json::object()
-                                    .field("netns", d.netns.as_str())
-                                    .field("dev", d.dev.as_str())
-                                    .field("switch_port", d.switch_port)
-                                    .field("sent_packets", d.counters.sent_packets)
-                                    .field("dropped", d.counters.dropped)
-                            })
-                            .collect(),
-                    ),
-                ),
-        )
+        .field("qdisc", qdisc_json(ports))
         .field(
             "peak_backlog",
             Json::object()
@@ -796,26 +851,7 @@ fn transport_json(a: &Analysis<'_>, t: &TransportStats<'_>) -> Json {
                 .field("level_bytes", peak.level_bytes.to_vec())
                 .field("samples", peak.samples),
         )
-        .field(
-            "clients",
-            Json::Array(
-                t.run
-                    .clients
-                    .iter()
-                    .map(|c| match &c.raw {
-                        Ok(r) => Json::object()
-                            .field("host", c.host)
-                            .field("rpcs", r.rtts.len())
-                            .field("started", r.started)
-                            .field("failed", r.failed)
-                            .field("cpu_s", r.cpu_s),
-                        Err(why) => Json::object()
-                            .field("host", c.host)
-                            .field("error", why.as_str()),
-                    })
-                    .collect(),
-            ),
-        )
+        .field("clients", clients_json(t.run))
         .field(
             "problems",
             t.run
@@ -850,6 +886,10 @@ pub(crate) fn json(a: &Analysis<'_>) -> Json {
                 .field("tcp_homa_short_p99_slowdown", s.tcp_over_homa_p99)
                 .field("tcp_homa_short_p50_slowdown", s.tcp_over_homa_p50)
                 .field("homa1_homa_short_p99_slowdown", s.one_prio_over_homa_p99)
+                .field(
+                    "frame_wait_floor_slowdown",
+                    frame_floor(a).map(|(_, floor)| floor),
+                )
                 .field(
                     "targets",
                     Json::object()
@@ -1134,6 +1174,9 @@ mod tests {
             "Summary",
             "TCP / Homa short-message P99 slowdown:",
             "Homa P99 <= 3: met",
+            // 4 x 121.12 µs frames over the baseline at 315 B: 10 µs + 215/999,900 of 990 µs.
+            "a full frame takes 121 µs per link",
+            "= 47.4 x the unloaded Homa RTT",
         ] {
             assert!(t.contains(needle), "no {needle:?} in:\n{t}");
         }
