@@ -9,8 +9,8 @@ use homa_socket::SocketConfig;
 use super::error::BenchError;
 
 /// `--homa-priorities`, `--homa-unsched-bytes`, `--homa-window`, `--homa-link-mbps`,
-/// `--homa-mtu`: shared by `homa bench`, `homa server` and `homa client`.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, clap::Args)]
+/// `--homa-mtu`, `--homa-set`: shared by `homa bench`, `homa server` and `homa client`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, clap::Args)]
 pub(crate) struct HomaKnobs {
     /// Priority levels Homa uses, 1..=8 (`num_priorities`; 1 puts every packet at level
     /// 0: what priorities buy) [default: 8].
@@ -30,6 +30,30 @@ pub(crate) struct HomaKnobs {
     /// MTU of paths off loopback; Homa sizes its packets to it [default: 1500].
     #[arg(long = "homa-mtu", value_name = "BYTES", value_parser = clap::value_parser!(u32).range(576..=65_536))]
     pub(crate) mtu: Option<u32>,
+    /// Any other protocol tunable by its sysctl name, e.g. `resend_ticks=50` (repeatable;
+    /// names and ranges: homa_proto's `config::TUNABLES`), applied after the options
+    /// above.
+    #[arg(long = "homa-set", value_name = "NAME=VALUE", value_parser = parse_setting)]
+    pub(crate) set: Vec<(&'static str, u64)>,
+}
+
+/// Parses `--homa-set NAME=VALUE`: a known tunable's name and a whole number (its range
+/// is checked when the configuration is built).
+pub(crate) fn parse_setting(s: &str) -> Result<(&'static str, u64), String> {
+    let (name, value) = s
+        .split_once('=')
+        .ok_or_else(|| format!("`{s}` is not NAME=VALUE (e.g. resend_ticks=50)"))?;
+    let tunable = homa_proto::config::TUNABLES
+        .iter()
+        .find(|t| t.name == name.trim())
+        .ok_or_else(|| {
+            format!("`{name}` is not a Homa tunable (see homa_proto's config::TUNABLES)")
+        })?;
+    let value = value
+        .trim()
+        .parse()
+        .map_err(|_| format!("`{value}` is not a whole number (for {})", tunable.name))?;
+    Ok((tunable.name, value))
 }
 
 impl HomaKnobs {
@@ -51,6 +75,10 @@ impl HomaKnobs {
         }
         if let Some(n) = self.link_mbps {
             b = b.link_mbps(n);
+        }
+        for &(name, value) in &self.set {
+            b.set(name, value)
+                .map_err(|e| BenchError::option("--homa-set", e.to_string()))?;
         }
         b.build()
             .map_err(|e| BenchError::option("--homa-*", e.to_string()))
@@ -80,6 +108,7 @@ impl HomaKnobs {
         ]
         .into_iter()
         .filter_map(|(k, v)| v.map(|v| (k, v)))
+        .chain(self.set.iter().copied())
         .collect()
     }
 }
@@ -102,6 +131,29 @@ mod tests {
             vec![("priorities", 1), ("unsched_bytes", 1_250)]
         );
         assert!(k.apply(SocketConfig::default()).is_ok());
+    }
+
+    #[test]
+    fn any_tunable_can_be_set_by_name() {
+        assert_eq!(parse_setting("resend_ticks=50"), Ok(("resend_ticks", 50)));
+        assert!(parse_setting("resend_ticks").is_err());
+        assert!(parse_setting("no_such=1").is_err());
+        assert!(parse_setting("timeout_ticks=-1").is_err());
+        let k = HomaKnobs {
+            set: vec![("resend_ticks", 50), ("timeout_ticks", 5000)],
+            ..HomaKnobs::default()
+        };
+        let c = k.protocol().unwrap();
+        assert_eq!((c.resend_ticks(), c.timeout_ticks()), (50, 5000));
+        assert_eq!(
+            k.describe(),
+            vec![("resend_ticks", 50), ("timeout_ticks", 5000)]
+        );
+        let bad = HomaKnobs {
+            set: vec![("max_overcommit", 9)],
+            ..HomaKnobs::default()
+        };
+        assert!(bad.protocol().is_err());
     }
 
     #[test]

@@ -72,13 +72,13 @@ mod arrivals;
 mod cost;
 mod error;
 mod frame;
-mod harness;
+pub(crate) mod harness;
 mod homa;
-mod knobs;
-mod raw;
-mod report;
+pub(crate) mod knobs;
+pub(crate) mod raw;
+pub(crate) mod report;
 mod server;
-mod spec;
+pub(crate) mod spec;
 mod system;
 mod tcp;
 mod udp;
@@ -124,13 +124,13 @@ pub(crate) enum TransportArg {
 }
 
 impl TransportArg {
-    fn kind(self) -> TransportKind {
+    pub(crate) fn kind(self) -> TransportKind {
         match self {
             TransportArg::Udp => TransportKind::Udp,
             TransportArg::Raw => TransportKind::RawIp,
         }
     }
-    fn name(self) -> &'static str {
+    pub(crate) fn name(self) -> &'static str {
         match self {
             TransportArg::Udp => "udp",
             TransportArg::Raw => "raw",
@@ -165,6 +165,10 @@ pub(crate) struct MeasureArgs {
     /// Server threads per transport (Homa and TCP).
     #[arg(long, value_name = "N", default_value = "2", value_parser = spec::parse_threads)]
     servers: usize,
+    /// TCP connections from each client thread to each server thread; the requests to
+    /// one server take them in turn.
+    #[arg(long, value_name = "N", default_value = "1", value_parser = spec::parse_threads)]
+    tcp_conns: usize,
     /// Serve Homa on one port with N shards (`SocketConfig::shards`: a SO_REUSEPORT
     /// group of N engines), all server threads receiving from it, instead of one port
     /// per server thread.
@@ -360,7 +364,7 @@ fn run_bench(args: BenchArgs) -> Result<(), BenchError> {
         transport: m.transport.kind(),
         ipv6: m.ipv6,
         spin: Duration::from_micros(m.busy_poll_us),
-        knobs: m.homa,
+        knobs: m.homa.clone(),
     })?;
     let targets = servers.targets(ip);
     let result = measure(&m, &targets, Scope::Loopback);
@@ -654,9 +658,15 @@ pub(crate) struct Plan {
 
 impl Plan {
     fn new(m: &MeasureArgs) -> Plan {
-        let duration =
-            Duration::from_secs_f64(m.duration.unwrap_or(if m.quick { 1.0 } else { 10.0 }));
-        if m.quick {
+        Plan::for_run(m.quick, m.duration)
+    }
+
+    /// The plan of a run with `--quick` (or not) and `--duration` (seconds, if given):
+    /// what `homa client` does, for a program that starts clients and must know how
+    /// long they take (`homa testbed`).
+    pub(crate) fn for_run(quick: bool, duration: Option<f64>) -> Plan {
+        let duration = Duration::from_secs_f64(duration.unwrap_or(if quick { 1.0 } else { 10.0 }));
+        if quick {
             Plan {
                 budget: Budget {
                     min: 10,
@@ -722,6 +732,8 @@ struct ClientFactory<'a> {
     knobs: HomaKnobs,
     /// The shards of the Homa server port, if sharded.
     shards: Option<u16>,
+    /// TCP connections per client-server pair (`--tcp-conns`).
+    tcp_conns: usize,
     /// Homa clients opened so far (client `k` is steered to shard `k mod shards`).
     homa_opened: std::sync::atomic::AtomicUsize,
 }
@@ -733,8 +745,9 @@ impl<'a> ClientFactory<'a> {
             transport: m.transport.kind(),
             ipv6: m.ipv6,
             spin: Duration::from_micros(m.busy_poll_us),
-            knobs: m.homa,
+            knobs: m.homa.clone(),
             shards: m.server_shards,
+            tcp_conns: m.tcp_conns,
             homa_opened: Default::default(),
         }
     }
@@ -751,7 +764,11 @@ impl<'a> ClientFactory<'a> {
                     self.shards.map(|n| (n, k)),
                 )?)
             }
-            Kind::Tcp => Box::new(tcp::TcpClient::connect(&self.targets.tcp, self.spin)?),
+            Kind::Tcp => Box::new(tcp::TcpClient::connect(
+                &self.targets.tcp,
+                self.tcp_conns,
+                self.spin,
+            )?),
             Kind::Udp => Box::new(udp::UdpClient::connect(self.targets.udp, self.spin)?),
         })
     }
@@ -775,7 +792,8 @@ pub(crate) struct WorkloadInfo {
 }
 
 impl WorkloadInfo {
-    fn new(spec: WorkloadSpec) -> WorkloadInfo {
+    /// The distribution, report buckets and short-message threshold of `spec`.
+    pub(crate) fn new(spec: WorkloadSpec) -> WorkloadInfo {
         let dist = match spec {
             WorkloadSpec::Named(w) => Distribution::of(w, true),
             WorkloadSpec::Fixed(size) => Distribution::fixed(size),

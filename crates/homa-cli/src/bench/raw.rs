@@ -120,9 +120,6 @@ impl RawPhase {
     /// # Errors
     ///
     /// [`BenchError::Protocol`] naming the line that is not of the format.
-    // The reader of the files `homa client --phase` writes (`homa testbed` merges its
-    // clients' with it; until it does, only the tests read them back).
-    #[cfg_attr(not(test), allow(dead_code))]
     pub(crate) fn parse(text: &str) -> Result<RawPhase, BenchError> {
         let mut lines = text.lines().enumerate();
         match lines.next() {

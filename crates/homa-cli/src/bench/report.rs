@@ -39,6 +39,8 @@ pub(crate) struct Context {
     pub(crate) link_gbps: f64,
     pub(crate) clients: usize,
     pub(crate) servers: usize,
+    /// TCP connections per client-server pair (`--tcp-conns`).
+    pub(crate) tcp_conns: usize,
     /// Shards of the one Homa server port (`--server-shards`), if sharded.
     pub(crate) server_shards: Option<u16>,
     pub(crate) seed: u64,
@@ -89,6 +91,7 @@ impl Context {
             link_gbps: m.link_gbps,
             clients: m.clients,
             servers: m.servers,
+            tcp_conns: m.tcp_conns,
             server_shards: m.server_shards,
             seed: m.seed,
             quick: m.quick,
@@ -274,7 +277,7 @@ impl Summary {
 }
 
 /// A number for a table: `—` when unknown.
-fn num(v: f64, width: usize, decimals: usize) -> String {
+pub(crate) fn num(v: f64, width: usize, decimals: usize) -> String {
     if v.is_finite() {
         format!("{v:>width$.decimals$}")
     } else {
@@ -283,7 +286,7 @@ fn num(v: f64, width: usize, decimals: usize) -> String {
 }
 
 /// A latency in µs with precision that suits its magnitude.
-fn us(v: f64, width: usize) -> String {
+pub(crate) fn us(v: f64, width: usize) -> String {
     let decimals = if !v.is_finite() || v >= 1000.0 {
         0
     } else if v >= 100.0 {
@@ -294,7 +297,8 @@ fn us(v: f64, width: usize) -> String {
     num(v, width, decimals)
 }
 
-fn size_text(size: u32) -> String {
+/// A message size for tables: `100 B`, `10 KB`, `1 MB`.
+pub(crate) fn size_text(size: u32) -> String {
     match size {
         s if s >= 1_000_000 && s % 1_000_000 == 0 => format!("{} MB", s / 1_000_000),
         s if s >= 1000 && s % 1000 == 0 => format!("{} KB", s / 1000),
@@ -302,7 +306,8 @@ fn size_text(size: u32) -> String {
     }
 }
 
-fn ratio(v: f64) -> String {
+/// A ratio with two decimals, or a note that it was not measured.
+pub(crate) fn ratio(v: f64) -> String {
     if v.is_finite() {
         format!("{v:.2}")
     } else {
@@ -502,7 +507,7 @@ pub(crate) fn text(ctx: &Context, results: &Results) -> String {
         ctx.offered_gbps(),
         ctx.clients,
         ctx.servers,
-        ctx.servers
+        ctx.servers * ctx.tcp_conns
     );
     let _ = writeln!(
         o,

@@ -1,5 +1,6 @@
 //! The TCP baseline: length-prefixed messages ([`super::frame`]) over `TCP_NODELAY`
-//! connections, one per client-server pair.
+//! connections, one per client-server pair by default (`--tcp-conns N`: N per pair, the
+//! requests to one server taking them in turn).
 //!
 //! Both ends run a non-blocking event loop (`ppoll`) over their connections, with a queue
 //! of frames to write per connection: a client never stops reading responses while it
@@ -131,24 +132,40 @@ impl Conn {
     }
 }
 
-/// A TCP benchmark client: one connection to each server.
+/// A TCP benchmark client: `per_server` connections to each server (connection
+/// `server * per_server + k`), used in turn by the requests to that server.
 #[derive(Debug)]
 pub(crate) struct TcpClient {
     conns: Vec<Conn>,
     /// Tags of the requests in flight on each connection, oldest first (responses come
     /// back in order).
     pending: Vec<VecDeque<u64>>,
+    /// The server of each connection.
     peers: Vec<SocketAddr>,
+    /// Connections per server.
+    per_server: usize,
+    /// Per server, the connection (0..per_server) its next request takes.
+    turn: Vec<usize>,
     fds: Vec<libc::pollfd>,
     buf: Vec<u8>,
     spin: Duration,
 }
 
 impl TcpClient {
-    /// Connects to every server in `servers`; waiting spins for `spin` before sleeping.
-    pub(crate) fn connect(servers: &[SocketAddr], spin: Duration) -> Result<TcpClient, BenchError> {
-        let mut conns = Vec::with_capacity(servers.len());
-        for addr in servers {
+    /// Opens `per_server` connections (at least one) to every server in `servers`;
+    /// waiting spins for `spin` before sleeping.
+    pub(crate) fn connect(
+        servers: &[SocketAddr],
+        per_server: usize,
+        spin: Duration,
+    ) -> Result<TcpClient, BenchError> {
+        let per_server = per_server.max(1);
+        let peers: Vec<SocketAddr> = servers
+            .iter()
+            .flat_map(|&addr| std::iter::repeat_n(addr, per_server))
+            .collect();
+        let mut conns = Vec::with_capacity(peers.len());
+        for addr in &peers {
             let stream = TcpStream::connect_timeout(addr, CONNECT_TIMEOUT).map_err(|e| {
                 BenchError::io(format!("connecting to the TCP server at {addr}"), e)
             })?;
@@ -162,7 +179,9 @@ impl TcpClient {
             pending: vec![VecDeque::new(); conns.len()],
             fds: Vec::with_capacity(conns.len()),
             conns,
-            peers: servers.to_vec(),
+            peers,
+            per_server,
+            turn: vec![0; servers.len()],
             buf: vec![0; READ_CHUNK],
             spin,
         })
@@ -177,15 +196,18 @@ impl RpcClient for TcpClient {
         reply: usize,
         tag: u64,
     ) -> Result<(), BenchError> {
-        let conn = &mut self.conns[server];
+        let k = self.turn[server];
+        self.turn[server] = (k + 1) % self.per_server;
+        let index = server * self.per_server + k;
+        let conn = &mut self.conns[index];
         conn.queue(Header {
             length: request as u32,
             reply: reply as u32,
         });
-        self.pending[server].push_back(tag);
+        self.pending[index].push_back(tag);
         conn.flush().map_err(|e| {
             BenchError::io(
-                format!("sending to the TCP server at {}", self.peers[server]),
+                format!("sending to the TCP server at {}", self.peers[index]),
                 e,
             )
         })
@@ -309,5 +331,44 @@ pub(crate) fn serve(listener: TcpListener, stop: Arc<AtomicBool>, spin: Duration
                 }
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// With `--tcp-conns 3`, the requests to one server take its three connections in
+    /// turn, and every response comes back on its own connection.
+    #[test]
+    fn requests_to_a_server_take_its_connections_in_turn() {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        let stop = Arc::new(AtomicBool::new(false));
+        let stop2 = Arc::clone(&stop);
+        let server = std::thread::spawn(move || serve(listener, stop2, Duration::ZERO));
+        let mut client = TcpClient::connect(&[addr], 3, Duration::ZERO).unwrap();
+        assert_eq!(client.conns.len(), 3);
+        for tag in 0..6 {
+            client.start(0, 100, 50, tag).unwrap();
+        }
+        let queued: Vec<Vec<u64>> = client
+            .pending
+            .iter()
+            .map(|p| p.iter().copied().collect())
+            .collect();
+        assert_eq!(queued, [vec![0, 3], vec![1, 4], vec![2, 5]]);
+        let mut done = Vec::new();
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while done.len() < 6 && Instant::now() < deadline {
+            client.wait(deadline, &mut done).unwrap();
+        }
+        let mut tags: Vec<u64> = done.iter().map(|c| c.tag).collect();
+        tags.sort_unstable();
+        assert_eq!(tags, [0, 1, 2, 3, 4, 5]);
+        assert!(done.iter().all(|c| c.failed.is_none()));
+        stop.store(true, Ordering::Relaxed);
+        drop(client);
+        server.join().unwrap();
     }
 }

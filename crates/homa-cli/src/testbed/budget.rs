@@ -31,6 +31,29 @@ pub(crate) fn serialisation_rtt(
     (serialisation(link_bps, data_frame) + serialisation(link_bps, reply_frame)) * hops
 }
 
+/// How Homa's packets travel, for their header sizes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Encapsulation {
+    /// In UDP datagrams (8 more header bytes).
+    Udp,
+    /// As IP protocol 146.
+    RawIp,
+}
+
+/// The DATA payload of one full Homa packet on a path of `mtu` bytes: the MTU less the IP
+/// header (20 bytes IPv4, 40 IPv6), the UDP header (8) when Homa travels in UDP, and
+/// Homa's DATA header (56). At MTU 1500: 1416 (UDP/IPv4), 1396 (UDP/IPv6), 1424 (raw
+/// IPv4, PROTOCOL.md's segments), 1404 (raw IPv6).
+pub(crate) fn segment_bytes(mtu: u32, encapsulation: Encapsulation, ipv6: bool) -> u64 {
+    let ip = if ipv6 { 40 } else { 20 };
+    let udp = match encapsulation {
+        Encapsulation::Udp => 8,
+        Encapsulation::RawIp => 0,
+    };
+    let headers = ip + udp + homa_proto::wire::DATA_HEADER_LEN as u64;
+    u64::from(mtu).saturating_sub(headers).max(1)
+}
+
 /// Homa's per-path settings derived from the path's RTT-bytes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct PathBudget {
@@ -95,6 +118,16 @@ mod tests {
             Duration::from_nanos(2 * (121_120 + 4640))
         );
         assert_eq!(serialisation(0, 1), Duration::from_secs(8));
+    }
+
+    #[test]
+    fn segments_are_the_mtu_less_every_header() {
+        assert_eq!(segment_bytes(1500, Encapsulation::Udp, false), 1416);
+        assert_eq!(segment_bytes(1500, Encapsulation::Udp, true), 1396);
+        assert_eq!(segment_bytes(1500, Encapsulation::RawIp, false), 1424);
+        assert_eq!(segment_bytes(1500, Encapsulation::RawIp, true), 1404);
+        assert_eq!(segment_bytes(9000, Encapsulation::Udp, false), 8916);
+        assert_eq!(segment_bytes(10, Encapsulation::Udp, true), 1);
     }
 
     #[test]

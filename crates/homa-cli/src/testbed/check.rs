@@ -345,6 +345,27 @@ pub(crate) fn priority(
     })
 }
 
+/// The unloaded RTT of full-size level-7 probes from host `from` to an echo on host
+/// `to` (after warm-up probes), for the RTT-bytes when the checks are skipped: what the
+/// priority check measures first.
+pub(crate) fn path_rtt(rack: &Rack, from: usize, to: usize) -> Result<ProbeResult, TestbedError> {
+    let (src, dst) = (&rack.hosts[from], &rack.hosts[to]);
+    let echo_socket = udp_socket(&dst.netns, false, LOW_TOS)?;
+    let echo_addr = SocketAddr::new(dst.addr(false), local_port(&echo_socket)?);
+    let echo = Echo::start(echo_socket, false)?;
+    let high = udp_socket(&src.netns, false, HIGH_TOS)?;
+    let spec = ProbeSpec {
+        count: 20,
+        payload: max_payload(MTU as usize, false),
+        interval: Duration::from_millis(2),
+        timeout: Duration::from_secs(1),
+    };
+    probe(&high, echo_addr, tos(7), ProbeSpec { count: 5, ..spec })?;
+    let result = probe(&high, echo_addr, tos(7), spec)?;
+    echo.stop()?;
+    Ok(result)
+}
+
 /// The payload of a probe's echo: the header only.
 pub(crate) const ECHO_PAYLOAD: usize = HEADER_BYTES;
 

@@ -63,6 +63,29 @@ pub(crate) enum TestbedError {
         /// What was measured and what was expected.
         why: String,
     },
+    /// A `homa server` or `homa client` the experiment started failed.
+    Child {
+        /// Which process, e.g. `homa server on host 2`.
+        what: String,
+        /// What went wrong.
+        why: String,
+        /// The last lines it printed.
+        output: String,
+    },
+    /// What a client wrote could not be read back.
+    RawSamples {
+        /// The file.
+        path: String,
+        /// Why.
+        why: String,
+    },
+    /// An output file (`--json`, `--csv`, `--plot`) cannot be written.
+    Output {
+        /// The option naming it.
+        option: &'static str,
+        /// What is wrong.
+        why: String,
+    },
     /// A failure injected on purpose (`--inject-failure`), to test the teardown.
     Injected {
         /// The stage after which it was injected.
@@ -137,6 +160,17 @@ impl fmt::Display for TestbedError {
             TestbedError::CheckFailed { check, why } => {
                 write!(f, "emulation check failed ({check}): {why}")
             }
+            TestbedError::Child { what, why, output } => {
+                write!(f, "{what}: {why}")?;
+                if !output.is_empty() {
+                    write!(f, "; it printed: {output}")?;
+                }
+                Ok(())
+            }
+            TestbedError::RawSamples { path, why } => {
+                write!(f, "reading the raw samples in {path}: {why}")
+            }
+            TestbedError::Output { option, why } => write!(f, "{option}: {why}"),
             TestbedError::Injected { stage } => {
                 write!(f, "failure injected after {stage} (--inject-failure)")
             }
@@ -179,5 +213,15 @@ mod tests {
             package: "ethtool",
         };
         assert!(e.to_string().contains("apt-get install ethtool"), "{e}");
+        let e = TestbedError::Child {
+            what: "homa server on host 1".into(),
+            why: "exited (exit status: 1) before it was ready".into(),
+            output: "homa: binding port 4000: in use".into(),
+        };
+        assert_eq!(
+            e.to_string(),
+            "homa server on host 1: exited (exit status: 1) before it was ready; \
+             it printed: homa: binding port 4000: in use"
+        );
     }
 }

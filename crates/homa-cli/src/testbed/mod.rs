@@ -1,22 +1,30 @@
 //! `homa testbed`: an emulated rack built from network namespaces on this machine — host
 //! namespaces joined by veth pairs to one switch namespace, every egress shaped to the
 //! link rate with eight strict-priority queues — checked before use (bulk rate,
-//! priority order), then torn down. See `docs/testbed.md` for the layout and decisions.
-//!
-//! The experiment itself (Homa and TCP runs over the rack) is not built yet.
+//! priority order), then the experiment: Homa (8 priorities), Homa with one priority and
+//! TCP, all-to-all across the hosts under the same load, reported like `homa bench`; then
+//! torn down. See `docs/testbed.md` for the layout, the definitions and the decisions.
 
 mod budget;
 mod check;
+mod cpu;
 mod error;
+mod experiment;
 mod netns;
+mod procs;
+mod queues;
 mod rack;
+mod report;
 mod shaping;
 mod traffic;
 
 use std::io::{Read, Write};
+use std::path::PathBuf;
 use std::time::Duration;
 
-use budget::{serialisation_rtt, PathBudget};
+use crate::bench::spec::{self, WorkloadSpec};
+use crate::bench::TransportArg;
+use budget::{segment_bytes, serialisation_rtt, Encapsulation, PathBudget};
 use check::{micros, BulkResult, PriorityResult, Verdict, ECHO_PAYLOAD, FLOOD_OVERLOAD};
 pub(crate) use error::TestbedError;
 use netns::{sweep_stale, Namespaces};
@@ -26,10 +34,17 @@ use traffic::frame_overhead;
 
 const EXAMPLES: &str = "\
 Examples:
-  homa testbed                               4 hosts at 100 Mbit/s, 256 KiB per class: build, check, tear down
-  homa testbed --hosts 3 --link-mbps 200 --buffer 128K
-  homa testbed --hosts 2 --hold              keep the rack until stdin closes or Ctrl-C;
+  homa testbed                               4 hosts at 100 Mbit/s: build, check, run Homa, Homa with one
+                                             priority and TCP (W4 at load 0.8, all-to-all), report, tear down
+  homa testbed --quick                       a smoke run: 3 hosts, 3 s per transport
+  homa testbed --load 0.5 --duration 30 --json tb.json --plot tb.svg
+  homa testbed --hosts 3 --link-mbps 200 --buffer 128K --skip-experiment
+  homa testbed --hosts 2 --hold              keep the rack (no experiment) until stdin closes or Ctrl-C;
                                              run programs in it with `ip netns exec homa-tb-PID-h0 ...`
+
+Load is the payload on every host link, each direction, as a fraction of the link rate:
+each host's client offers load/2 x link of requests, and responses are as long as
+requests. Slowdown = RTT / unloaded Homa RTT (host 0 -> host 1) of the same length.
 
 Needs root. Namespaces are named homa-tb-<pid>-sw and homa-tb-<pid>-h<i>; a run deletes
 only namespaces its own marker (/run/homa-testbed/<pid>) lists: its own at exit, on
@@ -39,9 +54,9 @@ Ctrl-C/SIGTERM/SIGHUP and after a failure, and those of earlier runs that died."
 #[derive(Debug, clap::Args)]
 #[command(after_help = EXAMPLES)]
 pub(crate) struct TestbedArgs {
-    /// Host namespaces in the rack (2..=16).
-    #[arg(long, default_value_t = 4, value_name = "N")]
-    hosts: u32,
+    /// Host namespaces in the rack (2..=16) [default: 4, 3 with --quick].
+    #[arg(long, value_name = "N")]
+    hosts: Option<u32>,
     /// Link rate of every host link and switch port, Mbit/s (10..=10000).
     #[arg(long, default_value_t = 100, value_name = "MBPS")]
     link_mbps: u32,
@@ -55,13 +70,79 @@ pub(crate) struct TestbedArgs {
     /// Build the rack but skip the emulation checks.
     #[arg(long)]
     skip_checks: bool,
-    /// After the checks, keep the rack until stdin reaches end of file (Ctrl-D) or a
-    /// signal (Ctrl-C) arrives, then tear it down.
+    /// After the checks, keep the rack (instead of running the experiment) until stdin
+    /// reaches end of file (Ctrl-D) or a signal (Ctrl-C) arrives, then tear it down.
     #[arg(long)]
     hold: bool,
+    /// Build and check the rack, but run no experiment.
+    #[arg(long)]
+    skip_experiment: bool,
+    #[command(flatten)]
+    experiment: ExperimentArgs,
     /// Fail on purpose after a build stage (tests the teardown).
     #[arg(long, hide = true, value_enum, value_name = "STAGE")]
     inject_failure: Option<Stage>,
+}
+
+/// The experiment's options (the measurement options of `homa bench`, where they apply).
+#[derive(Debug, Clone, clap::Args)]
+pub(crate) struct ExperimentArgs {
+    /// A smoke run (CI): 3 hosts unless --hosts, 3 s per transport, fewer unloaded RPCs;
+    /// still all three transports.
+    #[arg(long)]
+    quick: bool,
+    /// Workload: w1…w5 (the Homa papers' distributions, capped at 1,000,000 bytes as
+    /// the Linux module's benchmark samples them) or one message size for every RPC.
+    #[arg(long, value_name = "w1..w5|SIZE", default_value = "w4", value_parser = spec::parse_workload)]
+    workload: WorkloadSpec,
+    /// Payload on every host link, each direction, as a fraction of the link rate (each
+    /// host's client offers half of it as requests; responses are as long).
+    #[arg(long, value_name = "FRACTION", default_value = "0.8", value_parser = spec::parse_load)]
+    load: f64,
+    /// Seconds of each transport's loaded run [default: long enough for 2,000 short
+    /// messages, in steps of 10 s; 3 with --quick].
+    #[arg(long, value_name = "SECONDS", value_parser = spec::parse_positive)]
+    duration: Option<f64>,
+    /// Seed of the arrival times, sizes and destinations (host i uses seed + i x 2^32).
+    #[arg(long, default_value_t = 1)]
+    seed: u64,
+    /// Client threads of each host's `homa client`.
+    #[arg(long, value_name = "N", default_value = "1", value_parser = spec::parse_threads)]
+    clients: usize,
+    /// Server threads of each host's `homa server` (per transport).
+    #[arg(long, value_name = "N", default_value = "1", value_parser = spec::parse_threads)]
+    servers: usize,
+    /// TCP connections from each client thread to each server thread.
+    #[arg(long, value_name = "N", default_value = "1", value_parser = spec::parse_threads)]
+    tcp_conns: usize,
+    /// How long a waiting thread busy-polls before it sleeps, µs, for every transport
+    /// (0: sleep at once; a testbed runs 2 processes per host on the machine's cores).
+    #[arg(long, value_name = "US", default_value_t = 0, value_parser = clap::value_parser!(u64).range(0..=1_000_000))]
+    busy_poll_us: u64,
+    /// How Homa packets travel.
+    #[arg(long, value_enum, default_value = "udp")]
+    transport: TransportArg,
+    /// Run the experiment over IPv6.
+    #[arg(long)]
+    ipv6: bool,
+    /// The link rate Homa's pacer assumes, Mbit/s [default: --link-mbps].
+    #[arg(long, value_name = "MBPS", value_parser = clap::value_parser!(u32).range(1..=10_000_000))]
+    homa_link_mbps: Option<u32>,
+    /// Any other Homa protocol tunable for every server and client, by its sysctl name
+    /// (e.g. `resend_ticks=50`; repeatable): for diagnostics, the experiment's own
+    /// settings are those above.
+    #[arg(long = "homa-set", value_name = "NAME=VALUE", value_parser = crate::bench::knobs::parse_setting)]
+    homa_set: Vec<(&'static str, u64)>,
+    /// Also write the results as JSON to PATH.
+    #[arg(long, value_name = "PATH")]
+    json: Option<PathBuf>,
+    /// Also write the results as CSV to PATH.
+    #[arg(long, value_name = "PATH")]
+    csv: Option<PathBuf>,
+    /// Draw slowdown against cumulative message fraction (one line per transport) as
+    /// SVG to PATH.
+    #[arg(long, value_name = "PATH.svg")]
+    plot: Option<PathBuf>,
 }
 
 /// The allowed number of hosts.
@@ -75,10 +156,6 @@ const BUFFER_BYTES: std::ops::RangeInclusive<u64> = 3028..=64 << 20;
 
 /// The allowed bulk-check lengths, seconds.
 const BULK_SECONDS: std::ops::RangeInclusive<f64> = 0.2..=10.0;
-
-/// The DATA payload of one full Homa packet at MTU 1500 over raw IPv4 (PROTOCOL.md's
-/// 1424-byte segments): the unit RTT-bytes are rounded up to.
-const SEGMENT_BYTES: u64 = 1424;
 
 /// Validated settings of a run.
 #[derive(Debug, Clone, PartialEq)]
@@ -95,14 +172,22 @@ pub(crate) struct Settings {
     pub(crate) hold: bool,
     /// Fail on purpose after this stage.
     pub(crate) inject: Option<Stage>,
+    /// Run the experiment (not `--skip-experiment`, not `--hold`).
+    pub(crate) experiment: bool,
+    /// The experiment's options.
+    pub(crate) options: experiment::Options,
+    /// Its output files.
+    pub(crate) outputs: report::Outputs,
 }
 
 impl Settings {
     /// Checks every option's range.
     pub(crate) fn from_args(args: &TestbedArgs) -> Result<Settings, TestbedError> {
         let range = |r: &std::ops::RangeInclusive<u32>| format!("{}..={}", r.start(), r.end());
-        if !HOSTS.contains(&args.hosts) {
-            return Err(TestbedError::option("--hosts", args.hosts, range(&HOSTS)));
+        let e = &args.experiment;
+        let hosts = args.hosts.unwrap_or(if e.quick { 3 } else { 4 });
+        if !HOSTS.contains(&hosts) {
+            return Err(TestbedError::option("--hosts", hosts, range(&HOSTS)));
         }
         if !LINK_MBPS.contains(&args.link_mbps) {
             return Err(TestbedError::option(
@@ -127,7 +212,7 @@ impl Settings {
             ));
         }
         Ok(Settings {
-            hosts: args.hosts as usize,
+            hosts: hosts as usize,
             shaping: PortShaping {
                 link_bps: u64::from(args.link_mbps) * 1_000_000,
                 buffer_bytes: buffer,
@@ -136,6 +221,27 @@ impl Settings {
             skip_checks: args.skip_checks,
             hold: args.hold,
             inject: args.inject_failure,
+            experiment: !args.skip_experiment && !args.hold,
+            options: experiment::Options {
+                workload: e.workload,
+                load: e.load,
+                duration: e.duration,
+                seed: e.seed,
+                quick: e.quick,
+                clients: e.clients,
+                servers: e.servers,
+                tcp_conns: e.tcp_conns,
+                busy_poll_us: e.busy_poll_us,
+                transport: e.transport,
+                ipv6: e.ipv6,
+                homa_link_mbps: e.homa_link_mbps,
+                homa_set: e.homa_set.clone(),
+            },
+            outputs: report::Outputs {
+                json: e.json.clone(),
+                csv: e.csv.clone(),
+                plot: e.plot.clone(),
+            },
         })
     }
 }
@@ -208,6 +314,9 @@ fn run_testbed(args: &TestbedArgs) -> Result<(), TestbedError> {
     let settings = Settings::from_args(args)?;
     require_root()?;
     require_tools()?;
+    if settings.experiment {
+        settings.outputs.check()?;
+    }
 
     let sweep = sweep_stale()?;
     for name in &sweep.removed {
@@ -230,22 +339,7 @@ fn run_testbed(args: &TestbedArgs) -> Result<(), TestbedError> {
     )?;
     print_layout(&rack);
 
-    let mut failure = None;
-    if settings.skip_checks {
-        println!("checks: skipped (--skip-checks)");
-    } else {
-        failure = run_checks(&rack, &settings)?;
-    }
-    println!("experiment (Homa and TCP runs over the testbed): not built yet");
-
-    if settings.hold && failure.is_none() {
-        println!("holding the rack: close stdin (Ctrl-D) or press Ctrl-C to tear it down");
-        std::io::stdout().flush().ok();
-        let mut sink = Vec::new();
-        std::io::stdin()
-            .read_to_end(&mut sink)
-            .map_err(|e| TestbedError::io("reading stdin while holding", e))?;
-    }
+    let result = use_rack(&rack, &settings);
 
     let created = rack.namespaces.names().len();
     let errors = rack.namespaces.teardown();
@@ -254,13 +348,95 @@ fn run_testbed(args: &TestbedArgs) -> Result<(), TestbedError> {
         "teardown: removed {} of {created} namespaces",
         created - left
     );
-    if let Some(e) = errors.into_iter().next() {
-        return Err(e);
-    }
-    match failure {
+    result?;
+    match errors.into_iter().next() {
         Some(e) => Err(e),
         None => Ok(()),
     }
+}
+
+/// Checks the rack, then holds it or runs the experiment on it. A failed check is
+/// returned as the error after the report: nothing is measured on such a rack.
+fn use_rack(rack: &Rack, settings: &Settings) -> Result<(), TestbedError> {
+    let mut prio = None;
+    if settings.skip_checks {
+        println!("checks: skipped (--skip-checks)");
+    } else {
+        let (failure, result) = run_checks(rack, settings)?;
+        if let Some(e) = failure {
+            println!("experiment: not run (a check failed)");
+            return Err(e);
+        }
+        prio = Some(result);
+    }
+
+    // The RTT-bytes: from the priority check's unloaded probes, or probed now for an
+    // experiment on an unchecked rack.
+    let measured = match &prio {
+        Some(p) => Some(p.unloaded_high.quantile(0.5)),
+        None if settings.experiment => Some(check::path_rtt(rack, 0, 1)?.quantile(0.5)),
+        None => None,
+    };
+    let budget = measured.and_then(|m| budget(rack, settings, m));
+    if prio.is_some() {
+        print_port_table(rack)?;
+    }
+
+    if settings.hold {
+        println!("holding the rack: close stdin (Ctrl-D) or press Ctrl-C to tear it down");
+        std::io::stdout().flush().ok();
+        let mut sink = Vec::new();
+        std::io::stdin()
+            .read_to_end(&mut sink)
+            .map_err(|e| TestbedError::io("reading stdin while holding", e))?;
+        return Ok(());
+    }
+    if !settings.experiment {
+        println!("experiment: skipped (--skip-experiment)");
+        return Ok(());
+    }
+    let Some(budget) = budget else {
+        return Err(TestbedError::CheckFailed {
+            check: "RTT-bytes",
+            why: "no unloaded probe from host 0 came back from host 1".into(),
+        });
+    };
+    run_experiment(rack, settings, budget)
+}
+
+/// Runs the experiment, prints its report and writes the files asked for.
+fn run_experiment(
+    rack: &Rack,
+    settings: &Settings,
+    budget: PathBudget,
+) -> Result<(), TestbedError> {
+    let o = &settings.options;
+    let plan = experiment::Plan::new(
+        o.clone(),
+        rack.hosts.len(),
+        rack.shaping.link_bps,
+        budget,
+        segment(settings),
+    );
+    let dir = std::env::temp_dir().join(format!("{}{}", netns::SCRATCH_PREFIX, std::process::id()));
+    rack.namespaces.create_scratch(&dir)?;
+    let runs = experiment::run(rack, &plan, &dir)?;
+    let analysis = report::Analysis::new(&plan, &runs);
+    print!("{}", report::text(&analysis));
+    for line in settings.outputs.write(&analysis)? {
+        println!("{line}");
+    }
+    std::io::stdout().flush().ok();
+    Ok(())
+}
+
+/// The DATA payload per full packet of the experiment's Homa encapsulation.
+fn segment(settings: &Settings) -> u64 {
+    let encapsulation = match settings.options.transport {
+        TransportArg::Udp => Encapsulation::Udp,
+        TransportArg::Raw => Encapsulation::RawIp,
+    };
+    segment_bytes(MTU, encapsulation, settings.options.ipv6)
 }
 
 fn print_layout(rack: &Rack) {
@@ -300,8 +476,12 @@ fn print_layout(rack: &Rack) {
     }
 }
 
-/// Runs both checks and prints them; returns the first failed check as an error value.
-fn run_checks(rack: &Rack, settings: &Settings) -> Result<Option<TestbedError>, TestbedError> {
+/// Runs both checks and prints them; returns the first failed check as an error value,
+/// and the priority check's measurements.
+fn run_checks(
+    rack: &Rack,
+    settings: &Settings,
+) -> Result<(Option<TestbedError>, PriorityResult), TestbedError> {
     let mut failure = None;
     let bulk = check::bulk(rack, 0, 1, settings.bulk)?;
     let verdict = bulk.verdict();
@@ -322,10 +502,7 @@ fn run_checks(rack: &Rack, settings: &Settings) -> Result<Option<TestbedError>, 
             why,
         });
     }
-
-    print_budget(rack, &prio);
-    print_port_table(rack)?;
-    Ok(failure)
+    Ok((failure, prio))
 }
 
 fn print_bulk(b: &BulkResult, verdict: &Verdict) {
@@ -400,28 +577,38 @@ fn print_priority(p: &PriorityResult, verdict: &Verdict, overload: f64) {
     println!("  verdict: {verdict}");
 }
 
-fn print_budget(rack: &Rack, prio: &PriorityResult) {
+/// The RTT-bytes of a host pair from the unloaded probe RTT `measured` (full-size probes,
+/// header-only echoes), printed; `None` (and a line saying so) without a measurement.
+fn budget(rack: &Rack, settings: &Settings, measured: Option<Duration>) -> Option<PathBudget> {
     let link = rack.shaping.link_bps;
-    let Some(measured) = prio.unloaded_high.quantile(0.5) else {
+    let Some(measured) = measured else {
         println!("RTT-bytes: no unloaded RTT was measured");
-        return;
+        return None;
     };
-    let data_frame = prio.probe_payload + frame_overhead(false);
+    let data_frame = traffic::max_payload(MTU as usize, false) + frame_overhead(false);
     let reply_frame = ECHO_PAYLOAD + frame_overhead(false);
     let serial = serialisation_rtt(link, 2, data_frame, reply_frame);
-    let b = PathBudget::new(link, measured, serial, SEGMENT_BYTES);
+    let segment = segment(settings);
+    let b = PathBudget::new(link, measured, serial, segment);
     println!(
         "RTT-bytes per host pair: (unloaded probe RTT {} + serialisation {} of a {data_frame}-byte frame and a \
          {reply_frame}-byte reply over 2 links each way) = {} x {} Mbit/s = {} bytes -> unsched_bytes = window = {} \
-         ({} x {SEGMENT_BYTES}-byte segments)",
+         ({} x {segment}-byte segments: Homa over {} at MTU {MTU})",
         micros(measured),
         micros(serial),
         micros(b.rtt),
         link / 1_000_000,
         b.rtt_bytes,
         b.unsched_bytes,
-        b.unsched_bytes / SEGMENT_BYTES
+        b.unsched_bytes / segment,
+        match (settings.options.transport, settings.options.ipv6) {
+            (TransportArg::Udp, false) => "UDP/IPv4",
+            (TransportArg::Udp, true) => "UDP/IPv6",
+            (TransportArg::Raw, false) => "raw IPv4",
+            (TransportArg::Raw, true) => "raw IPv6",
+        }
     );
+    Some(b)
 }
 
 fn print_port_table(rack: &Rack) -> Result<(), TestbedError> {

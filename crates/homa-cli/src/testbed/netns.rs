@@ -18,7 +18,7 @@ use std::io::{self, Write};
 use std::os::fd::AsRawFd;
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use super::error::TestbedError;
@@ -99,6 +99,8 @@ pub(crate) struct Marker {
     pub(crate) owner: Owner,
     /// The namespaces it created (or was about to create).
     pub(crate) names: Vec<String>,
+    /// Its scratch directory (the experiment's logs and raw files), if it made one.
+    pub(crate) scratch: Option<PathBuf>,
 }
 
 impl Marker {
@@ -110,6 +112,9 @@ impl Marker {
         );
         for name in &self.names {
             text.push_str(&format!("netns {name}\n"));
+        }
+        if let Some(dir) = &self.scratch {
+            text.push_str(&format!("scratch {}\n", dir.display()));
         }
         text
     }
@@ -123,12 +128,17 @@ impl Marker {
         let pid = lines.next()?.strip_prefix("pid ")?.parse().ok()?;
         let start_ticks = lines.next()?.strip_prefix("start ")?.parse().ok()?;
         let mut names = Vec::new();
+        let mut scratch = None;
         for line in lines {
-            names.push(line.strip_prefix("netns ")?.to_string());
+            match line.strip_prefix("scratch ") {
+                Some(dir) => scratch = Some(PathBuf::from(dir)),
+                None => names.push(line.strip_prefix("netns ")?.to_string()),
+            }
         }
         Some(Marker {
             owner: Owner { pid, start_ticks },
             names,
+            scratch,
         })
     }
 }
@@ -228,11 +238,26 @@ pub(crate) fn sweep_stale() -> Result<Sweep, TestbedError> {
                 .iter()
                 .any(|n| Path::new(NETNS_DIR).join(n).exists());
             if !marker.owner.is_alive() && !left {
+                if let Some(dir) = marker.scratch.as_deref().filter(|d| is_scratch(d)) {
+                    let _ = fs::remove_dir_all(dir);
+                }
                 let _ = fs::remove_file(&path);
             }
         }
     }
     Ok(sweep)
+}
+
+/// The prefix of a run's scratch directory's name (`$TMPDIR/homa-testbed-<pid>`).
+pub(crate) const SCRATCH_PREFIX: &str = "homa-testbed-";
+
+/// Whether `dir` is named as a run's scratch directory: a sweep removes nothing else,
+/// whatever a marker file says.
+fn is_scratch(dir: &Path) -> bool {
+    dir.file_name()
+        .and_then(|n| n.to_str())
+        .and_then(|n| n.strip_prefix(SCRATCH_PREFIX))
+        .is_some_and(|pid| !pid.is_empty() && pid.bytes().all(|b| b.is_ascii_digit()))
 }
 
 /// Deletes namespace `name` (`ip netns del`); one that is already gone is fine.
@@ -250,6 +275,9 @@ struct Owned {
     marker_path: PathBuf,
     /// Set once torn down: nothing more is created.
     closed: bool,
+    /// Child processes running in the namespaces (each the leader of its own process
+    /// group, not yet reaped): killed before the namespaces are deleted.
+    children: Vec<u32>,
 }
 
 impl Owned {
@@ -269,10 +297,22 @@ impl Owned {
     /// created afterwards.
     fn teardown(&mut self) -> Vec<TestbedError> {
         self.closed = true;
-        if self.marker.names.is_empty() && !self.marker_path.exists() {
-            return Vec::new();
+        // Processes first: they would outlive their namespaces' names otherwise. Their
+        // owners reap them (or the process exits).
+        for pid in std::mem::take(&mut self.children) {
+            kill_group(pid);
         }
         let mut errors = Vec::new();
+        if let Some(dir) = self.marker.scratch.take() {
+            if let Err(e) = fs::remove_dir_all(&dir) {
+                if e.kind() != io::ErrorKind::NotFound {
+                    errors.push(TestbedError::io(format!("removing {}", dir.display()), e));
+                }
+            }
+        }
+        if self.marker.names.is_empty() && !self.marker_path.exists() {
+            return errors;
+        }
         let mut kept = Vec::new();
         for name in self.marker.names.iter().rev() {
             if let Err(e) = delete_namespace(name) {
@@ -317,9 +357,11 @@ impl Namespaces {
             marker: Marker {
                 owner,
                 names: Vec::new(),
+                scratch: None,
             },
             marker_path: marker_path(owner.pid),
             closed: false,
+            children: Vec::new(),
         };
         owned.write_marker()?;
         Ok(Namespaces {
@@ -360,6 +402,31 @@ impl Namespaces {
         self.lock().marker.names.clone()
     }
 
+    /// A handle that spawns child processes the teardown (and the signal thread) kills.
+    pub(crate) fn children(&self) -> Children {
+        Children {
+            owned: Arc::clone(&self.owned),
+        }
+    }
+
+    /// Creates the run's scratch directory `dir` (empty; an old one of the same name is
+    /// removed first), removed again by the teardown.
+    pub(crate) fn create_scratch(&self, dir: &Path) -> Result<(), TestbedError> {
+        let mut owned = self.lock();
+        if owned.closed {
+            return Err(TestbedError::Interrupted);
+        }
+        match fs::remove_dir_all(dir) {
+            Ok(()) => {}
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+            Err(e) => return Err(TestbedError::io(format!("removing {}", dir.display()), e)),
+        }
+        fs::create_dir_all(dir)
+            .map_err(|e| TestbedError::io(format!("creating {}", dir.display()), e))?;
+        owned.marker.scratch = Some(dir.to_path_buf());
+        owned.write_marker()
+    }
+
     /// Deletes every namespace created (and the marker). Returns the failures; after it
     /// the guard owns nothing and its drop does nothing.
     pub(crate) fn teardown(&self) -> Vec<TestbedError> {
@@ -394,6 +461,118 @@ impl Namespaces {
             })
             .map_err(|e| TestbedError::io("starting the signal thread", e))?;
         Ok(())
+    }
+}
+
+/// Spawns child processes registered with the guard: the teardown kills them (their whole
+/// process group, with SIGKILL) before it deletes the namespaces, also on a signal. The
+/// owner of a [`Child`] must end it with [`Children::kill`], which forgets it before it
+/// is reaped, so that a pid is never signalled after it may have been reused.
+#[derive(Debug, Clone)]
+pub(crate) struct Children {
+    owned: Arc<Mutex<Owned>>,
+}
+
+impl Children {
+    fn lock(&self) -> MutexGuard<'_, Owned> {
+        self.owned.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Spawns `command` in a process group of its own (a Ctrl-C at the terminal reaches
+    /// only `homa`, whose signal thread kills it), killed with SIGKILL if this thread
+    /// ends first (`PR_SET_PDEATHSIG`: also when `homa` itself is SIGKILLed), and
+    /// registers it; all under the guard's lock, so that a teardown either comes first
+    /// (and nothing is spawned: [`TestbedError::Interrupted`]) or kills it.
+    pub(crate) fn spawn(&self, command: &mut Command) -> Result<Child, TestbedError> {
+        let mut owned = self.lock();
+        if owned.closed {
+            return Err(TestbedError::Interrupted);
+        }
+        let parent = std::process::id();
+        command.process_group(0);
+        // SAFETY: the closure runs in the forked child before exec and calls only
+        // async-signal-safe functions (prctl, getppid) without allocating: the error is
+        // built from a raw OS error code.
+        unsafe {
+            command.pre_exec(move || {
+                if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) != 0 {
+                    return Err(io::Error::last_os_error());
+                }
+                // The parent died before the prctl: nobody would kill this child.
+                if libc::getppid() as u32 != parent {
+                    return Err(io::Error::from_raw_os_error(libc::ESRCH));
+                }
+                Ok(())
+            });
+        }
+        let child = command
+            .spawn()
+            .map_err(|e| TestbedError::io(format!("starting `{}`", command_line(command)), e))?;
+        owned.children.push(child.id());
+        Ok(child)
+    }
+
+    /// Kills `child`'s process group (if still registered: a teardown may have killed it
+    /// already), forgets it, then reaps it.
+    pub(crate) fn kill(&self, child: &mut Child) -> Result<std::process::ExitStatus, TestbedError> {
+        let pid = child.id();
+        {
+            let mut owned = self.lock();
+            if let Some(i) = owned.children.iter().position(|&p| p == pid) {
+                owned.children.swap_remove(i);
+                kill_group(pid);
+            }
+        }
+        child
+            .wait()
+            .map_err(|e| TestbedError::io(format!("reaping child process {pid}"), e))
+    }
+
+    /// Reaps `child` if it has exited (forgetting it first, under the lock, so that the
+    /// teardown never signals a reaped pid); `None` while it runs.
+    pub(crate) fn try_reap(
+        &self,
+        child: &mut Child,
+    ) -> Result<Option<std::process::ExitStatus>, TestbedError> {
+        let pid = child.id();
+        let mut owned = self.lock();
+        // waitid(WNOWAIT) would peek without reaping; try_wait reaps, so forget first and
+        // put it back if it still runs.
+        let registered = owned.children.iter().position(|&p| p == pid);
+        if let Some(i) = registered {
+            owned.children.swap_remove(i);
+        }
+        match child.try_wait() {
+            Ok(Some(status)) => Ok(Some(status)),
+            Ok(None) => {
+                if registered.is_some() {
+                    owned.children.push(pid);
+                }
+                Ok(None)
+            }
+            Err(e) => {
+                if registered.is_some() {
+                    owned.children.push(pid);
+                }
+                Err(TestbedError::io(
+                    format!("waiting for child process {pid}"),
+                    e,
+                ))
+            }
+        }
+    }
+}
+
+/// Sends SIGKILL to process group `pgid` (a child spawned by [`Children::spawn`], not yet
+/// reaped); an error (it is gone already) is ignored.
+fn kill_group(pgid: u32) {
+    let Ok(pgid) = libc::pid_t::try_from(pgid) else {
+        return;
+    };
+    // SAFETY: kill(2) takes two integers and touches no memory of ours; the group's
+    // leader is an unreaped child of this process, so the number names it.
+    unsafe {
+        libc::kill(-pgid, libc::SIGKILL);
     }
 }
 
@@ -535,6 +714,7 @@ mod tests {
                 start_ticks: 777,
             },
             names: names.iter().map(|n| n.to_string()).collect(),
+            scratch: None,
         }
     }
 
@@ -557,6 +737,19 @@ mod tests {
     fn marker_round_trips_and_rejects_other_files() {
         let m = marker(12, &["homa-tb-12-sw", "homa-tb-12-h0"]);
         assert_eq!(Marker::parse(&m.render()), Some(m.clone()));
+        let with_scratch = Marker {
+            scratch: Some(PathBuf::from("/tmp/homa-testbed-12")),
+            ..m.clone()
+        };
+        assert_eq!(
+            Marker::parse(&with_scratch.render()),
+            Some(with_scratch.clone())
+        );
+        // Only directories named as scratch directories are ever swept.
+        assert!(is_scratch(Path::new("/tmp/homa-testbed-12")));
+        assert!(!is_scratch(Path::new("/tmp/homa-testbed-")));
+        assert!(!is_scratch(Path::new("/home")));
+        assert!(!is_scratch(Path::new("/tmp/homa-testbed-12x")));
         assert_eq!(Marker::parse(""), None);
         assert_eq!(Marker::parse("something else\npid 12\nstart 1\n"), None);
         assert_eq!(
@@ -625,14 +818,19 @@ mod tests {
         let dir = std::env::temp_dir().join(format!("homa-tb-unit-{}", std::process::id()));
         fs::create_dir_all(&dir).unwrap();
         let owned = Owned {
-            marker: marker(
-                std::process::id(),
-                &["homa-tb-4999998-gone0", "homa-tb-4999998-gone1"],
-            ),
+            marker: Marker {
+                scratch: Some(dir.join("scratch")),
+                ..marker(
+                    std::process::id(),
+                    &["homa-tb-4999998-gone0", "homa-tb-4999998-gone1"],
+                )
+            },
             marker_path: dir.join("marker"),
             closed: false,
+            children: Vec::new(),
         };
         owned.write_marker().unwrap();
+        fs::create_dir_all(dir.join("scratch/sub")).unwrap();
         let written = fs::read_to_string(&owned.marker_path).unwrap();
         assert_eq!(Marker::parse(&written), Some(owned.marker.clone()));
         let guard = Namespaces {
@@ -643,6 +841,10 @@ mod tests {
         assert!(errors.is_empty(), "{errors:?}");
         assert!(guard.names().is_empty());
         assert!(!dir.join("marker").exists());
+        assert!(
+            !dir.join("scratch").exists(),
+            "the scratch directory goes too"
+        );
         assert!(guard.teardown().is_empty());
         assert!(matches!(guard.create("sw"), Err(TestbedError::Interrupted)));
         drop(guard);

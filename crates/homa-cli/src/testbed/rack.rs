@@ -77,12 +77,53 @@ pub(crate) fn switch_ip_batch(hosts: usize) -> Vec<String> {
     lines
 }
 
-/// The arguments of the `ethtool` call that turns segmentation offloads off on `dev`, so
-/// that every packet on an emulated link is at most MTU-sized.
+/// The segmentation offloads turned off on every veth end, so that every packet a switch
+/// port sees is at most MTU-sized: `tso`, `gso` and `gro` are TCP's and the generic ones;
+/// a veth also offers UDP segmentation (`tx-udp-segmentation`: a UDP GSO send, as Homa's
+/// socket makes them, would cross the veth and the switch as one skb of up to 64 KB, which
+/// a port's strict priority cannot preempt and its bfifo drops whole), fraglist GSO and
+/// SCTP's, all on by default.
+pub(crate) const OFFLOADS_OFF: [&str; 6] = [
+    "tso",
+    "gso",
+    "gro",
+    "tx-udp-segmentation",
+    "tx-gso-list",
+    "tx-sctp-segmentation",
+];
+
+/// The features of `ethtool -k` output that must read `off` after [`offloads_off_args`]:
+/// every software or hardware segmentation of TCP, UDP, SCTP and fraglists.
+pub(crate) const MUST_BE_OFF: [&str; 8] = [
+    "tcp-segmentation-offload",
+    "generic-segmentation-offload",
+    "generic-receive-offload",
+    "tx-tcp-segmentation",
+    "tx-tcp6-segmentation",
+    "tx-udp-segmentation",
+    "tx-gso-list",
+    "tx-sctp-segmentation",
+];
+
+/// The arguments of the `ethtool` call that turns the segmentation offloads off on `dev`
+/// ([`OFFLOADS_OFF`]).
 pub(crate) fn offloads_off_args(dev: &str) -> Vec<String> {
-    ["-K", dev, "tso", "off", "gso", "off", "gro", "off"]
-        .iter()
-        .map(|s| s.to_string())
+    let mut args = vec!["-K".to_string(), dev.to_string()];
+    for feature in OFFLOADS_OFF {
+        args.push(feature.to_string());
+        args.push("off".to_string());
+    }
+    args
+}
+
+/// The features of [`MUST_BE_OFF`] that `ethtool -k` output `features` shows as on (an
+/// older kernel without a feature does not list it: not on).
+pub(crate) fn offloads_still_on(features: &str) -> Vec<String> {
+    features
+        .lines()
+        .filter_map(|l| l.trim().split_once(": "))
+        .filter(|(name, value)| MUST_BE_OFF.contains(name) && value.starts_with("on"))
+        .map(|(name, _)| name.to_string())
         .collect()
 }
 
@@ -233,6 +274,18 @@ pub(crate) fn build(
                 .args(["netns", "exec", &netns, "ethtool"])
                 .args(offloads_off_args(&dev)),
         )?;
+        let features =
+            run_checked(Command::new("ip").args(["netns", "exec", &netns, "ethtool", "-k", &dev]))?;
+        let on = offloads_still_on(&features);
+        if !on.is_empty() {
+            return Err(TestbedError::CheckFailed {
+                check: "offloads",
+                why: format!(
+                    "{dev} in {netns} still has {} on: packets larger than the MTU would cross the switch",
+                    on.join(", ")
+                ),
+            });
+        }
         run_batch("tc", &netns, &shaping.tc_batch(&dev))?;
     }
     stop_if(Stage::Shaping)?;
@@ -290,10 +343,34 @@ mod tests {
     }
 
     #[test]
-    fn offloads_off_covers_tso_gso_gro() {
+    fn offloads_off_covers_tcp_udp_and_generic_segmentation() {
         assert_eq!(
             offloads_off_args("p2").join(" "),
-            "-K p2 tso off gso off gro off"
+            "-K p2 tso off gso off gro off tx-udp-segmentation off tx-gso-list off \
+             tx-sctp-segmentation off"
         );
+    }
+
+    #[test]
+    fn a_segmentation_offload_left_on_is_found() {
+        // `ethtool -k` of a veth before the call (trimmed), captured here.
+        let before = "Features for p0:\ntcp-segmentation-offload: on\n\ttx-tcp-segmentation: on\n\
+                      generic-segmentation-offload: on\ngeneric-receive-offload: off\n\
+                      tx-gre-segmentation: on\ntx-udp-segmentation: on\ntx-gso-list: on\n\
+                      large-receive-offload: off [fixed]\n";
+        assert_eq!(
+            offloads_still_on(before),
+            [
+                "tcp-segmentation-offload",
+                "tx-tcp-segmentation",
+                "generic-segmentation-offload",
+                "tx-udp-segmentation",
+                "tx-gso-list"
+            ]
+        );
+        let after = "tcp-segmentation-offload: off\n\ttx-tcp-segmentation: off\n\
+                     tx-udp-segmentation: off\ntx-gso-list: off\ntx-gre-segmentation: on\n\
+                     tx-sctp-segmentation: off [requested on]\n";
+        assert!(offloads_still_on(after).is_empty());
     }
 }

@@ -179,6 +179,8 @@ pub(crate) struct QdiscStats {
     pub(crate) kind: String,
     /// Its handle, e.g. `1:` or `10:`.
     pub(crate) handle: String,
+    /// The device it is on (`dev X`), as printed.
+    pub(crate) dev: Option<String>,
     /// The parent class (`None` for the root qdisc).
     pub(crate) parent: Option<String>,
     /// Its counters.
@@ -211,6 +213,7 @@ pub(crate) fn parse_qdisc_stats(text: &str) -> Result<Vec<QdiscStats>, TestbedEr
             out.push(QdiscStats {
                 kind: kind.to_string(),
                 handle: handle.to_string(),
+                dev: word_after(&words, "dev"),
                 parent: word_after(&words, "parent"),
                 counters: Counters::default(),
             });
@@ -366,6 +369,19 @@ impl PortStats {
     }
 }
 
+/// Every qdisc of every device in namespace `netns` (`tc -n NETNS -s qdisc show`): one
+/// command for a whole switch, cheap enough to sample queues several times a second.
+pub(crate) fn read_qdiscs(netns: &str) -> Result<Vec<QdiscStats>, TestbedError> {
+    let mut command = Command::new("tc");
+    command.args(["-n", netns, "-s", "qdisc", "show"]);
+    parse_qdisc_stats(&run_checked(&mut command)?)
+}
+
+/// The priority level whose leaf class is `classid` (`1:1p`), if it is one.
+pub(crate) fn level_of_class(classid: &str) -> Option<u8> {
+    (0..LEVELS).find(|&l| level_class(l) == classid)
+}
+
 /// Runs `tc -s qdisc show dev DEV` and `tc -s class show dev DEV` in namespace `netns`
 /// and parses both.
 pub(crate) fn read_port_stats(netns: &str, dev: &str) -> Result<PortStats, TestbedError> {
@@ -448,6 +464,9 @@ class htb 1:20 parent 1:1 leaf 20: prio 0 rate 1Mbit ceil 100Mbit burst 1600b cb
         assert_eq!(htb_prio(0), 7);
         assert_eq!(level_class(3), "1:13");
         assert_eq!(level_class(7), "1:17");
+        assert_eq!(level_of_class("1:13"), Some(3));
+        assert_eq!(level_of_class("1:20"), None);
+        assert_eq!(level_of_class("1:1"), None);
     }
 
     #[test]
@@ -550,6 +569,8 @@ class htb 1:20 parent 1:1 leaf 20: prio 0 rate 1Mbit ceil 100Mbit burst 1600b cb
         assert_eq!(q[0].kind, "htb");
         assert_eq!(q[0].handle, "1:");
         assert_eq!(q[0].parent, None);
+        // Shown for one device, the lines do not name it.
+        assert_eq!(q[0].dev, None);
         assert_eq!(
             q[0].counters,
             Counters {
@@ -565,6 +586,37 @@ class htb 1:20 parent 1:1 leaf 20: prio 0 rate 1Mbit ceil 100Mbit burst 1600b cb
         assert_eq!(q[3].parent.as_deref(), Some("1:10"));
         assert_eq!(q[3].counters.dropped, 12_950);
         assert_eq!(q[4].counters.sent_packets, 2);
+    }
+
+    /// `tc -s qdisc show` without `dev`, captured in a switch namespace here.
+    const ALL_DEVICES_SAMPLE: &str = "\
+qdisc noqueue 0: dev lo root refcnt 2 
+ Sent 0 bytes 0 pkt (dropped 0, overlimits 0 requeues 0) 
+ backlog 0b 0p requeues 0
+qdisc htb 1: dev p0 root refcnt 3 r2q 10 default 0x20 direct_packets_stat 0 direct_qlen 1000
+ Sent 350356093 bytes 427459 pkt (dropped 0, overlimits 79864 requeues 0) 
+ backlog 4542b 3p requeues 0
+qdisc bfifo 15: dev p0 parent 1:15 limit 256Kb
+ Sent 4190514 bytes 2781 pkt (dropped 0, overlimits 0 requeues 0) 
+ backlog 0b 0p requeues 0
+qdisc bfifo 10: dev p0 parent 1:10 limit 256Kb
+ Sent 275652592 bytes 188134 pkt (dropped 0, overlimits 0 requeues 0) 
+ backlog 4542b 3p requeues 0
+";
+
+    #[test]
+    fn parses_the_qdiscs_of_every_device() {
+        let q = parse_qdisc_stats(ALL_DEVICES_SAMPLE).unwrap();
+        assert_eq!(q.len(), 4);
+        assert_eq!(q[0].dev.as_deref(), Some("lo"));
+        assert_eq!(
+            (q[1].dev.as_deref(), q[1].parent.as_deref()),
+            (Some("p0"), None)
+        );
+        assert_eq!(q[1].counters.backlog_packets, 3);
+        assert_eq!(q[3].dev.as_deref(), Some("p0"));
+        assert_eq!(q[3].parent.as_deref().and_then(level_of_class), Some(0));
+        assert_eq!(q[3].counters.backlog_bytes, 4542);
     }
 
     #[test]
