@@ -491,13 +491,7 @@ fn raw_phase(
     let cpu0 = system::cpu_seconds();
     match phase {
         raw::Phase::Unloaded => {
-            let mut sizes: Vec<u32> = TABLE_SIZES
-                .iter()
-                .copied()
-                .chain(workload.baseline_sizes())
-                .collect();
-            sizes.sort_unstable();
-            sizes.dedup();
+            let sizes = workload.unloaded_sizes();
             let mut client = factory.open(kind.kind())?;
             let mut switches = 0;
             for size in sizes {
@@ -806,6 +800,18 @@ impl WorkloadInfo {
         }
     }
 
+    /// Sizes of the unloaded phase: the table's and the baseline's, ascending.
+    pub(crate) fn unloaded_sizes(&self) -> Vec<u32> {
+        let mut sizes: Vec<u32> = TABLE_SIZES
+            .iter()
+            .copied()
+            .chain(self.baseline_sizes())
+            .collect();
+        sizes.sort_unstable();
+        sizes.dedup();
+        sizes
+    }
+
     /// Sizes to measure unloaded for the slowdown baseline.
     fn baseline_sizes(&self) -> Vec<u32> {
         let (lo, hi) = (self.dist.min(), self.dist.max());
@@ -879,13 +885,7 @@ fn measure(m: &MeasureArgs, targets: &Targets, scope: Scope) -> Result<(), Bench
     let workload = WorkloadInfo::new(m.workload);
     let factory = ClientFactory::new(m, targets);
     let udp_max = udp::max_payload(m.ipv6);
-    let mut sizes: Vec<u32> = TABLE_SIZES
-        .iter()
-        .copied()
-        .chain(workload.baseline_sizes())
-        .collect();
-    sizes.sort_unstable();
-    sizes.dedup();
+    let sizes = workload.unloaded_sizes();
     let udp_sizes: Vec<u32> = TABLE_SIZES
         .iter()
         .copied()
