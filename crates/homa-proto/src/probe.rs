@@ -95,9 +95,14 @@ impl<R: Region> Engine<R> {
     /// Whether an RPC silent for `silent` ticks, with `probes` unanswered probes (the
     /// last at tick `last_probe`), is due a probe now.
     pub(crate) fn probe_due(&self, silent: u32, probes: u32, last_probe: u64) -> bool {
-        let resend_ticks = self.config.resend_ticks();
+        silent >= self.config.resend_ticks() && self.probe_interval_passed(probes, last_probe)
+    }
+
+    /// Whether an RPC with `probes` probes in its current wait, the last at tick
+    /// `last_probe`, may be probed again: none yet, or `resend_interval` ticks since.
+    pub(crate) fn probe_interval_passed(&self, probes: u32, last_probe: u64) -> bool {
         let interval = u64::from(self.config.resend_interval());
-        silent >= resend_ticks && (probes == 0 || self.ticks.saturating_sub(last_probe) >= interval)
+        probes == 0 || self.ticks.saturating_sub(last_probe) >= interval
     }
 
     /// Probes the kernel's schedule gives a silent RPC before its timeout: at silences

@@ -50,7 +50,8 @@ pub(crate) struct Rpc {
     pub(crate) msgin: Option<InMessage>,
     /// Ticks since the peer last showed signs of life for this RPC.
     pub(crate) silent_ticks: u32,
-    /// RESEND probes sent in the current silence (`probe.rs`).
+    /// Probes (RESENDs, NEED_ACKs, keep-alive GRANTs) sent in the current wait
+    /// (`probe.rs`).
     pub(crate) probes: u32,
     /// The tick of the latest of those probes.
     pub(crate) last_probe: u64,

@@ -135,7 +135,6 @@ impl<R: Region> Engine<R> {
     /// The kernel never times out a server RPC that waits for grants, for its
     /// application or for an ack (PROTOCOL.md 4.1, 7.2); this is a deviation.
     fn tick_server(&mut self, key: u32, tick: u64, due: &mut Vec<crate::probe::DueProbe>) {
-        let resend_interval = self.config.resend_interval();
         let timeout_ticks = self.config.timeout_ticks();
         let request_ack_ticks = u64::from(self.config.request_ack_ticks());
         let Some(rpc) = self.rpcs.get_mut(key) else {
@@ -161,8 +160,7 @@ impl<R: Region> Engine<R> {
                     self.stats.unacknowledged_discards += 1;
                     self.free_rpc(key);
                 } else if waited >= request_ack_ticks
-                    && (probes == 0
-                        || tick.saturating_sub(last_probe) >= u64::from(resend_interval))
+                    && self.probe_interval_passed(probes, last_probe)
                 {
                     // The kernel asks on every tick; with many unacknowledged RPCs
                     // that is a storm of NEED_ACKs and ACKs that swamps both hosts.

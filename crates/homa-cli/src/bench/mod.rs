@@ -532,15 +532,7 @@ fn raw_phase(
         }
     }
     result.cpu_s = system::cpu_seconds() - cpu0;
-    let text = result.to_text();
-    if out.as_os_str() == "-" {
-        std::io::stdout()
-            .write_all(text.as_bytes())
-            .map_err(|e| BenchError::io("writing the raw samples to stdout", e))
-    } else {
-        std::fs::write(out, text)
-            .map_err(|e| BenchError::io(format!("writing {}", out.display()), e))
-    }
+    report::write_to(out, "raw samples", &result.to_text())
 }
 
 /// The loaded run of one transport: `--clients` threads offering the workload at

@@ -969,7 +969,8 @@ pub(crate) fn plot(ctx: &Context, results: &Results) -> String {
     slowdown_svg(&title, &series)
 }
 
-fn write_to(path: &Path, what: &str, contents: &str) -> Result<(), BenchError> {
+/// Writes `contents` to `path` (`-`: stdout); `what` names it in the error.
+pub(crate) fn write_to(path: &Path, what: &str, contents: &str) -> Result<(), BenchError> {
     if path == Path::new("-") {
         let mut out = std::io::stdout().lock();
         return out
