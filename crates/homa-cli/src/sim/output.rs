@@ -206,12 +206,9 @@ fn plot(records: &[&RunRecord], p99: bool) -> String {
     slowdown_svg(&title, &series)
 }
 
-fn write(path: &Path, text: &str) -> Result<(), String> {
-    if path.as_os_str() == "-" {
-        print!("{text}");
-        return Ok(());
-    }
-    std::fs::write(path, text).map_err(|e| format!("writing {}: {e}", path.display()))
+/// `homa bench`'s writer (`-`: stdout), with the error as the simulator's text.
+fn write(path: &Path, what: &str, text: &str) -> Result<(), String> {
+    crate::bench::report::write_to(path, what, text).map_err(|e| e.to_string())
 }
 
 /// Writes `--json`, `--csv` and `--plot`.
@@ -240,20 +237,21 @@ pub(crate) fn write_outputs(
             }
             doc
         };
-        write(path, &doc.to_pretty())?;
+        write(path, "JSON report", &doc.to_pretty())?;
     }
     if let Some(path) = &plan.csv {
         let mut csv = Csv::new(DcResult::CSV_COLUMNS);
         for r in records {
             r.result.csv_rows(&mut csv);
         }
-        write(path, csv.as_str())?;
+        write(path, "CSV report", csv.as_str())?;
     }
     if let Some(path) = &plan.plot {
         for (suffix, group) in plot_groups(records) {
-            write(&with_suffix(path, &suffix), &plot(&group, true))?;
+            write(&with_suffix(path, &suffix), "plot", &plot(&group, true))?;
             write(
                 &with_suffix(path, &format!("{suffix}_p50")),
+                "plot",
                 &plot(&group, false),
             )?;
         }
