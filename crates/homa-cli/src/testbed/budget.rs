@@ -54,6 +54,62 @@ pub(crate) fn segment_bytes(mtu: u32, encapsulation: Encapsulation, ipv6: bool) 
     u64::from(mtu).saturating_sub(headers).max(1)
 }
 
+/// The kernel's protocol timers (PROTOCOL.md's defaults, in 1 ms ticks): a RESEND after
+/// 5 silent ticks, every 5 ticks after that, abort after 100.
+const KERNEL_RESEND_TICKS: u32 = 5;
+const KERNEL_TIMEOUT_TICKS: u32 = 100;
+
+/// Homa's loss timers for a path whose ports queue up to `queue_bytes` per priority class.
+///
+/// The kernel's 5 ms `resend_ticks` assume a datacenter link, where a full switch buffer
+/// drains in well under a millisecond. On a slow emulated link a granted message that is
+/// merely queued stays silent far longer (a 256 KiB class buffer takes 21 ms at
+/// 100 Mbit/s), so the kernel's timer asks for data that is not lost: the RESENDs bring
+/// retransmissions at the highest priority (PROTOCOL.md 4.2), which fill the very queues
+/// that caused the silence. The timers therefore scale with the path: the first RESEND
+/// comes after the longest a packet can legitimately sit in the path's two queues (a full
+/// class buffer draining at the sender's egress and again at the switch port) plus the
+/// kernel's own 5 ticks, so on a fast link they are the kernel's; RESEND rounds repeat at
+/// the same interval; an RPC is aborted after 20 of those intervals, the kernel's ratio
+/// of `timeout_ticks` to `resend_ticks`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct PathTimers {
+    /// The time one full class buffer takes to drain at the link rate.
+    pub(crate) drain: Duration,
+    /// `resend_ticks` and `resend_interval` (1 ms ticks).
+    pub(crate) resend_ticks: u32,
+    /// `timeout_ticks`.
+    pub(crate) timeout_ticks: u32,
+}
+
+impl PathTimers {
+    /// The timers of a path at `link_bps` whose ports hold `queue_bytes` per class.
+    pub(crate) fn new(link_bps: u64, queue_bytes: u64) -> PathTimers {
+        let drain = serialisation(link_bps, usize::try_from(queue_bytes).unwrap_or(usize::MAX));
+        // Two queues on the path, to the nearest millisecond, plus the kernel's ticks.
+        let ms = (drain.as_nanos().saturating_mul(2) + 500_000) / 1_000_000;
+        let resend_ticks = u32::try_from(ms)
+            .unwrap_or(u32::MAX)
+            .saturating_add(KERNEL_RESEND_TICKS)
+            .min(100_000);
+        let ratio = KERNEL_TIMEOUT_TICKS / KERNEL_RESEND_TICKS;
+        PathTimers {
+            drain,
+            resend_ticks,
+            timeout_ticks: resend_ticks.saturating_mul(ratio).min(10_000_000),
+        }
+    }
+
+    /// The settings as `--homa-set` pairs, in the order the servers and clients get them.
+    pub(crate) fn settings(&self) -> [(&'static str, u32); 3] {
+        [
+            ("resend_ticks", self.resend_ticks),
+            ("resend_interval", self.resend_ticks),
+            ("timeout_ticks", self.timeout_ticks),
+        ]
+    }
+}
+
 /// Homa's per-path settings derived from the path's RTT-bytes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct PathBudget {
@@ -65,17 +121,21 @@ pub(crate) struct PathBudget {
     pub(crate) unsched_bytes: u64,
     /// The grant `window`: the same amount (one RTT of data in flight per message).
     pub(crate) window: u64,
+    /// The loss timers for the path's queues.
+    pub(crate) timers: PathTimers,
 }
 
 impl PathBudget {
     /// The budget of a path with link rate `link_bps`, an unloaded probe RTT of
     /// `measured_rtt` (without serialisation, see [`serialisation_rtt`]) plus
-    /// `serialisation` added to it, for DATA segments of `segment_bytes` payload.
+    /// `serialisation` added to it, for DATA segments of `segment_bytes` payload, through
+    /// ports of `queue_bytes` per class (for the [`PathTimers`]).
     pub(crate) fn new(
         link_bps: u64,
         measured_rtt: Duration,
         serialisation: Duration,
         segment_bytes: u64,
+        queue_bytes: u64,
     ) -> PathBudget {
         let rtt = measured_rtt.saturating_add(serialisation);
         let rtt_bytes = rtt_bytes(link_bps, rtt);
@@ -86,6 +146,7 @@ impl PathBudget {
             rtt_bytes,
             unsched_bytes: rounded,
             window: rounded,
+            timers: PathTimers::new(link_bps, queue_bytes),
         }
     }
 }
@@ -137,15 +198,39 @@ mod tests {
             Duration::from_micros(40),
             Duration::from_micros(252),
             1424,
+            262_144,
         );
         assert_eq!(b.rtt, Duration::from_micros(292));
         assert_eq!(b.rtt_bytes, 3650);
         assert_eq!(b.unsched_bytes, 3 * 1424);
         assert_eq!(b.window, b.unsched_bytes);
+        assert_eq!(b.timers, PathTimers::new(100_000_000, 262_144));
         // Never zero segments.
-        let b = PathBudget::new(10_000_000, Duration::ZERO, Duration::ZERO, 1424);
+        let b = PathBudget::new(10_000_000, Duration::ZERO, Duration::ZERO, 1424, 0);
         assert_eq!((b.rtt_bytes, b.unsched_bytes), (0, 1424));
-        let b = PathBudget::new(10_000_000, Duration::from_secs(1), Duration::ZERO, 0);
+        let b = PathBudget::new(10_000_000, Duration::from_secs(1), Duration::ZERO, 0, 0);
         assert_eq!(b.unsched_bytes, 1_250_000);
+    }
+
+    #[test]
+    fn timers_cover_two_full_queues_and_the_kernels_ticks() {
+        // 256 KiB at 100 Mbit/s: 20.97 ms per drain, 42 ms for two, + 5.
+        let t = PathTimers::new(100_000_000, 262_144);
+        assert_eq!(t.drain, Duration::from_nanos(20_971_520));
+        assert_eq!((t.resend_ticks, t.timeout_ticks), (47, 940));
+        assert_eq!(
+            t.settings(),
+            [
+                ("resend_ticks", 47),
+                ("resend_interval", 47),
+                ("timeout_ticks", 940)
+            ]
+        );
+        // A fast link keeps the kernel's timers.
+        let t = PathTimers::new(25_000_000_000, 262_144);
+        assert_eq!((t.resend_ticks, t.timeout_ticks), (5, 100));
+        // Absurd buffers stay inside the tunables' ranges.
+        let t = PathTimers::new(1, u64::MAX);
+        assert_eq!((t.resend_ticks, t.timeout_ticks), (100_000, 2_000_000));
     }
 }

@@ -226,6 +226,11 @@ impl Plan {
         if o.ipv6 {
             args.push("--ipv6".into());
         }
+        // The path's timers first: a --homa-set of the same name, applied later, wins.
+        for (name, value) in self.budget.timers.settings() {
+            args.push("--homa-set".into());
+            args.push(format!("{name}={value}"));
+        }
         for (name, value) in &o.homa_set {
             args.push("--homa-set".into());
             args.push(format!("{name}={value}"));
@@ -598,6 +603,7 @@ mod tests {
             Duration::from_micros(60),
             Duration::from_micros(252),
             1416,
+            262_144,
         )
     }
 
@@ -706,7 +712,10 @@ mod tests {
             client.contains(&format!("--seed {}", host_seed(1, 2))),
             "{client}"
         );
-        assert!(!client.contains("--quick") && !client.contains("--homa-set"));
+        assert!(!client.contains("--quick"));
+        let timers =
+            "--homa-set resend_ticks=47 --homa-set resend_interval=47 --homa-set timeout_ticks=940";
+        assert!(client.contains(timers) && line.contains(timers), "{line}");
         let set = Plan::new(
             Options {
                 homa_set: vec![("resend_ticks", 50)],

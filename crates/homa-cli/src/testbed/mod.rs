@@ -589,7 +589,7 @@ fn budget(rack: &Rack, settings: &Settings, measured: Option<Duration>) -> Optio
     let reply_frame = ECHO_PAYLOAD + frame_overhead(false);
     let serial = serialisation_rtt(link, 2, data_frame, reply_frame);
     let segment = segment(settings);
-    let b = PathBudget::new(link, measured, serial, segment);
+    let b = PathBudget::new(link, measured, serial, segment, rack.shaping.buffer_bytes);
     println!(
         "RTT-bytes per host pair: (unloaded probe RTT {} + serialisation {} of a {data_frame}-byte frame and a \
          {reply_frame}-byte reply over 2 links each way) = {} x {} Mbit/s = {} bytes -> unsched_bytes = window = {} \
@@ -607,6 +607,16 @@ fn budget(rack: &Rack, settings: &Settings, measured: Option<Duration>) -> Optio
             (TransportArg::Raw, false) => "raw IPv4",
             (TransportArg::Raw, true) => "raw IPv6",
         }
+    );
+    let t = &b.timers;
+    println!(
+        "loss timers: a full {}-byte class buffer drains in {} at {} Mbit/s; two such queues on a path + the \
+         kernel's 5 ticks -> resend_ticks = resend_interval = {} ms, timeout_ticks = 20 x that = {} ms",
+        rack.shaping.buffer_bytes,
+        micros(t.drain),
+        link / 1_000_000,
+        t.resend_ticks,
+        t.timeout_ticks
     );
     Some(b)
 }

@@ -375,6 +375,13 @@ fn setup_text(o: &mut String, p: &Plan) {
         b.rtt.as_secs_f64() * 1e6,
         p.homa_link_mbps
     );
+    let _ = writeln!(
+        o,
+        "  timers    resend_ticks = resend_interval = {} ms, timeout_ticks = {} ms (a full class buffer drains in {:.1} ms)",
+        b.timers.resend_ticks,
+        b.timers.timeout_ticks,
+        b.timers.drain.as_secs_f64() * 1e3
+    );
     if !opt.homa_set.is_empty() {
         let set: Vec<String> = opt
             .homa_set
@@ -713,6 +720,9 @@ fn config_json(p: &Plan) -> Json {
         .field("unsched_bytes", b.unsched_bytes)
         .field("window", b.window)
         .field("homa_link_mbps", p.homa_link_mbps)
+        .field("resend_ticks", b.timers.resend_ticks)
+        .field("timeout_ticks", b.timers.timeout_ticks)
+        .field("class_drain_ms", b.timers.drain.as_secs_f64() * 1e3)
         .field(
             "homa_set",
             o.homa_set
@@ -1047,6 +1057,7 @@ mod tests {
             Duration::from_micros(60),
             Duration::from_micros(252),
             1416,
+            262_144,
         );
         Plan::new(options, 2, 100_000_000, budget, 1416)
     }
