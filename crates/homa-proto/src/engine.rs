@@ -308,7 +308,7 @@ impl<R: Region> Engine<R> {
         let pool = BufferPool::new(region.len()).map_err(EngineError::Pool)?;
         Ok(Engine {
             grants: GrantScheduler::new(&config),
-            pacer: Pacer::new(&config),
+            pacer: Pacer::new(&config, options.max_packet_v4),
             next_id: options.first_id & !1,
             config,
             options,

@@ -8,6 +8,14 @@
 //! on the throttled list and [`Pacer::ready_at`] tells the driver when to come back.
 //! Control packets, short messages and retransmissions are never deferred, but their
 //! bytes are counted in the estimate.
+//!
+//! The allowed backlog is at least two full packets' wire time. The kernel's 5 µs hold
+//! several frames at its link speeds (a 1500-byte frame takes 0.5 µs at 25 Gbit/s), but
+//! on a slow link one frame outlasts it (121 µs at 100 Mbit/s): the NIC would then go
+//! idle after every packet until the driver woke up to send the next, and a measured
+//! 1 MB transfer over an emulated 100 Mbit/s link ran at 0.5 of the link rate. With two
+//! frames allowed the next packet is always queued behind the one on the wire; on fast
+//! links nothing changes.
 
 use crate::engine::Engine;
 use crate::region::Region;
@@ -26,13 +34,18 @@ pub(crate) struct Pacer {
 }
 
 impl Pacer {
-    pub(crate) fn new(config: &Config) -> Self {
-        Pacer {
+    /// The pacer of a socket whose largest IPv4 packet is `max_packet` Homa bytes.
+    pub(crate) fn new(config: &Config, max_packet: usize) -> Self {
+        let mut pacer = Pacer {
             link_idle: Time::ZERO,
             rate_mbps: (u64::from(config.link_mbps()) * 99 / 100).max(1),
-            max_backlog_ns: u64::from(config.max_nic_est_backlog_usecs()) * 1000,
+            max_backlog_ns: 0,
             enabled: !config.dont_throttle(),
-        }
+        };
+        let configured = u64::from(config.max_nic_est_backlog_usecs()) * 1000;
+        let two_frames = 2 * pacer.wire_ns(max_packet, 20);
+        pacer.max_backlog_ns = configured.max(two_frames);
+        pacer
     }
 
     /// Wire time of a packet of `packet_len` Homa bytes behind an IP header of `ip_header` bytes.
@@ -95,7 +108,7 @@ mod tests {
     #[test]
     fn backlog_beyond_the_limit_defers_until_it_drains() {
         let config = Config::builder().link_mbps(10_000).build().unwrap();
-        let mut p = Pacer::new(&config);
+        let mut p = Pacer::new(&config, 1438);
         let now = Time::from_micros(100);
         assert!(p.may_send(now));
         // 1438 + 20 + 42 = 1500 bytes = 12000 bits at 9900 Mbit/s = 1212 ns each.
@@ -113,10 +126,25 @@ mod tests {
     #[test]
     fn dont_throttle_never_defers() {
         let config = Config::builder().dont_throttle(true).build().unwrap();
-        let mut p = Pacer::new(&config);
+        let mut p = Pacer::new(&config, 1438);
         for _ in 0..1000 {
             p.record(Time::ZERO, 1500, 20);
         }
         assert!(p.may_send(Time::ZERO));
+    }
+
+    #[test]
+    fn a_slow_link_allows_two_frames_of_backlog() {
+        // 1500-byte frames at 99 Mbit/s: 121,212 ns each, far over the 5 us configured.
+        let config = Config::builder().link_mbps(100).build().unwrap();
+        let mut p = Pacer::new(&config, 1438);
+        let now = Time::from_micros(100);
+        p.record(now, 1438, 20);
+        assert!(p.may_send(now), "one frame on the wire, the next may queue");
+        p.record(now, 1438, 20);
+        assert!(p.may_send(now), "two frames are the allowance");
+        p.record(now, 1438, 20);
+        assert!(!p.may_send(now), "a third waits");
+        assert_eq!(p.ready_at().as_nanos(), now.as_nanos() + 121_212);
     }
 }
