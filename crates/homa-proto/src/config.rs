@@ -302,7 +302,7 @@ tunables! {
     request_ack_ticks: u32 = 2, 1, 100_000;
     /// Uplink speed in Mbit/s, for the pacer and the FIFO-grant rate (default 25000).
     link_mbps: u32 = 25_000, 1, 10_000_000;
-    /// Estimated NIC backlog, in microseconds, beyond which long-message packets are deferred (default 5).
+    /// Estimated NIC backlog, in microseconds, beyond which long-message packets are deferred (default 5; never less than two full packets' wire time at `link_mbps`).
     max_nic_est_backlog_usecs: u32 = 5, 0, 1_000_000;
     /// Messages shorter than this are never deferred by the pacer (default 1000).
     defer_min_bytes: u32 = 1000, 0, MAX_MESSAGE_LENGTH;
