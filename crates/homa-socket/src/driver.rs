@@ -970,8 +970,10 @@ impl Inner {
             let left = d.saturating_duration_since(Instant::now());
             timeout = Some(timeout.map_or(left, |t| t.min(left)));
         }
-        transport.wait(self.wake.as_raw_fd(), timeout)?;
-        self.drain_wake();
+        let ready = transport.wait(self.wake.as_raw_fd(), timeout)?;
+        if ready.wake {
+            self.drain_wake();
+        }
         transport.recv(batch)
     }
 
@@ -1046,13 +1048,22 @@ impl Inner {
             drop(core);
             // (An error here, which ppoll on two live descriptors does not have, would
             // only cut the sleep short.)
-            let _ = sys::wait_readable(
+            // (An error reports both ready: draining an empty descriptor is harmless.)
+            let ready = sys::wait_readable(
                 self.watch_timer.as_raw_fd(),
                 self.watch_wake.as_raw_fd(),
                 sleep,
-            );
-            sys::drain(self.watch_timer.as_raw_fd());
-            sys::drain(self.watch_wake.as_raw_fd());
+            )
+            .unwrap_or(sys::Ready {
+                fd: true,
+                wake: true,
+            });
+            if ready.fd {
+                sys::drain(self.watch_timer.as_raw_fd());
+            }
+            if ready.wake {
+                sys::drain(self.watch_wake.as_raw_fd());
+            }
             core = self.lock();
             core.watchdog_idle = false;
         }

@@ -467,7 +467,7 @@ impl Transport {
 
     /// Blocks until a datagram or an error report is readable, `wake_fd` is readable,
     /// or `timeout` passes (`None` = no timeout).
-    pub(crate) fn wait(&self, wake_fd: RawFd, timeout: Option<Duration>) -> io::Result<()> {
+    pub(crate) fn wait(&self, wake_fd: RawFd, timeout: Option<Duration>) -> io::Result<sys::Ready> {
         sys::wait_readable(self.raw_fd(), wake_fd, timeout)
     }
 

@@ -1054,15 +1054,25 @@ fn poll(fds: &mut [libc::pollfd], timeout: Option<Duration>) -> io::Result<usize
     }
 }
 
+/// Which descriptors a [`wait_readable`] found ready.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Ready {
+    /// `fd` is readable or has an error pending.
+    pub(crate) fd: bool,
+    /// `wake_fd` is readable: drain it (only then: an empty drain is a wasted system call).
+    pub(crate) wake: bool,
+}
+
 /// Blocks until `fd` is readable or has an error pending (a queued ICMP report: POLLERR;
 /// drain it with the transport's `take_unreachable`), `wake_fd` is readable (a negative
-/// `wake_fd` is ignored), or `timeout` passes (`None` = no timeout). Timeouts have
-/// nanosecond resolution (ppoll). Interrupted waits are resumed with the remaining time.
+/// `wake_fd` is ignored), or `timeout` passes (`None` = no timeout), and says which were
+/// ready (neither: the timeout). Timeouts have nanosecond resolution (ppoll). Interrupted
+/// waits are resumed with the remaining time.
 pub(crate) fn wait_readable(
     fd: RawFd,
     wake_fd: RawFd,
     timeout: Option<Duration>,
-) -> io::Result<()> {
+) -> io::Result<Ready> {
     let mut fds = [
         libc::pollfd {
             fd,
@@ -1075,7 +1085,11 @@ pub(crate) fn wait_readable(
             revents: 0,
         },
     ];
-    poll(&mut fds, timeout).map(|_| ())
+    poll(&mut fds, timeout)?;
+    Ok(Ready {
+        fd: fds[0].revents != 0,
+        wake: fds[1].revents != 0,
+    })
 }
 
 /// A non-blocking, close-on-exec eventfd (a counter other threads add to, to wake a
@@ -1472,16 +1486,33 @@ mod tests {
         let a = socket(Family::V4, libc::SOCK_DGRAM, 0).unwrap();
         bind(a.as_raw_fd(), "127.0.0.1:0".parse().unwrap()).unwrap();
         let start = Instant::now();
-        wait_readable(a.as_raw_fd(), -1, Some(Duration::from_millis(20))).unwrap();
+        let ready = wait_readable(a.as_raw_fd(), -1, Some(Duration::from_millis(20))).unwrap();
         assert!(start.elapsed() >= Duration::from_millis(20));
+        assert_eq!(
+            ready,
+            Ready {
+                fd: false,
+                wake: false
+            },
+            "timed out"
+        );
         // A readable wake descriptor ends the wait at once.
         let b = socket(Family::V4, libc::SOCK_DGRAM, 0).unwrap();
         bind(b.as_raw_fd(), "127.0.0.1:0".parse().unwrap()).unwrap();
         let to = local_addr(b.as_raw_fd()).unwrap();
         test_util::send_to(a.as_raw_fd(), b"x", to).unwrap();
         let start = Instant::now();
-        wait_readable(a.as_raw_fd(), b.as_raw_fd(), Some(Duration::from_secs(10))).unwrap();
+        let ready =
+            wait_readable(a.as_raw_fd(), b.as_raw_fd(), Some(Duration::from_secs(10))).unwrap();
         assert!(start.elapsed() < Duration::from_secs(5));
+        assert_eq!(
+            ready,
+            Ready {
+                fd: false,
+                wake: true
+            },
+            "only the wake descriptor"
+        );
         // Huge timeouts are fine (saturated), and so is none at all.
         wait_readable(a.as_raw_fd(), b.as_raw_fd(), Some(Duration::MAX)).unwrap();
         wait_readable(a.as_raw_fd(), b.as_raw_fd(), None).unwrap();
