@@ -875,10 +875,15 @@ impl Inner {
             } else {
                 Duration::ZERO
             };
-            let received = if wait {
-                self.receive(&transport, &mut batch, engine_at, deadline, now, spin)
+            // (`socket_ready`: whether the socket may hold an ICMP report; only a sleep
+            // that ended without the socket becoming ready rules it out.)
+            let (received, socket_ready) = if wait {
+                match self.receive(&transport, &mut batch, engine_at, deadline, now, spin) {
+                    Ok((n, ready)) => (Ok(n), ready),
+                    Err(e) => (Err(e), true),
+                }
             } else {
-                transport.recv(&mut batch)
+                (transport.recv(&mut batch), true)
             };
             core = self.lock();
             let now = self.now();
@@ -904,8 +909,11 @@ impl Inner {
                 // senders retry.
                 core.waiters.room();
             }
-            if n == 0 || now.saturating_duration_since(core.last_reports) >= engine::TICK {
-                // Woken without data, or a tick passed: ICMP error reports may be waiting.
+            if (n == 0 && socket_ready)
+                || now.saturating_duration_since(core.last_reports) >= engine::TICK
+            {
+                // The socket was ready without data (POLLERR), or a tick passed: ICMP
+                // error reports may be waiting.
                 core.last_reports = now;
                 if let Ok(reports) = transport.take_unreachable() {
                     for (dest, kind) in reports {
@@ -940,7 +948,8 @@ impl Inner {
 
     /// Receives a batch: polls for `spin` (yielding the CPU between polls, so that a
     /// peer on the same core runs), then sleeps until a packet, a wake-up, the engine's
-    /// next timer or the caller's deadline.
+    /// next timer or the caller's deadline. Also says whether the socket was ready (a
+    /// packet or a queued error report) when the wait ended; true without a sleep.
     fn receive(
         &self,
         transport: &Transport,
@@ -949,13 +958,13 @@ impl Inner {
         deadline: Option<Instant>,
         now: Time,
         spin: Duration,
-    ) -> std::io::Result<usize> {
+    ) -> std::io::Result<(usize, bool)> {
         if !spin.is_zero() {
             let spin_until = Instant::now() + spin;
             loop {
                 let n = transport.recv(batch)?;
                 if n > 0 {
-                    return Ok(n);
+                    return Ok((n, true));
                 }
                 if Instant::now() >= spin_until {
                     break;
@@ -974,7 +983,7 @@ impl Inner {
         if ready.wake {
             self.drain_wake();
         }
-        transport.recv(batch)
+        Ok((transport.recv(batch)?, ready.fd))
     }
 
     /// The background thread, a watchdog: it sleeps while application threads drive
