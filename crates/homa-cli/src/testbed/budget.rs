@@ -54,11 +54,6 @@ pub(crate) fn segment_bytes(mtu: u32, encapsulation: Encapsulation, ipv6: bool) 
     u64::from(mtu).saturating_sub(headers).max(1)
 }
 
-/// The kernel's protocol timers (PROTOCOL.md's defaults, in 1 ms ticks): a RESEND after
-/// 5 silent ticks, every 5 ticks after that, abort after 100.
-const KERNEL_RESEND_TICKS: u32 = 5;
-const KERNEL_TIMEOUT_TICKS: u32 = 100;
-
 /// Homa's loss timers for a path whose ports queue up to `queue_bytes` per priority class.
 ///
 /// The kernel's 5 ms `resend_ticks` assume a datacenter link, where a full switch buffer
@@ -85,18 +80,22 @@ pub(crate) struct PathTimers {
 impl PathTimers {
     /// The timers of a path at `link_bps` whose ports hold `queue_bytes` per class.
     pub(crate) fn new(link_bps: u64, queue_bytes: u64) -> PathTimers {
+        // The kernel's timers: the protocol's defaults (PROTOCOL.md), in 1 ms ticks.
+        let kernel = homa_proto::Config::default();
         let drain = serialisation(link_bps, usize::try_from(queue_bytes).unwrap_or(usize::MAX));
         // Two queues on the path, to the nearest millisecond, plus the kernel's ticks.
         let ms = (drain.as_nanos().saturating_mul(2) + 500_000) / 1_000_000;
-        let resend_ticks = u32::try_from(ms)
-            .unwrap_or(u32::MAX)
-            .saturating_add(KERNEL_RESEND_TICKS)
-            .min(100_000);
-        let ratio = KERNEL_TIMEOUT_TICKS / KERNEL_RESEND_TICKS;
+        let resend_ticks = within_range(
+            "resend_ticks",
+            u32::try_from(ms)
+                .unwrap_or(u32::MAX)
+                .saturating_add(kernel.resend_ticks()),
+        );
+        let ratio = kernel.timeout_ticks() / kernel.resend_ticks().max(1);
         PathTimers {
             drain,
             resend_ticks,
-            timeout_ticks: resend_ticks.saturating_mul(ratio).min(10_000_000),
+            timeout_ticks: within_range("timeout_ticks", resend_ticks.saturating_mul(ratio)),
         }
     }
 
@@ -108,6 +107,17 @@ impl PathTimers {
             ("timeout_ticks", self.timeout_ticks),
         ]
     }
+}
+
+/// `value` capped at the largest the protocol accepts for the tunable `name`
+/// (`homa_proto::config::TUNABLES`), so that servers and clients never reject it.
+fn within_range(name: &str, value: u32) -> u32 {
+    homa_proto::config::TUNABLES
+        .iter()
+        .find(|t| t.name == name)
+        .map_or(value, |t| {
+            u32::try_from(u64::from(value).min(t.max)).unwrap_or(value)
+        })
 }
 
 /// Homa's per-path settings derived from the path's RTT-bytes.
