@@ -223,6 +223,7 @@ fn a_quick_experiment_reports_every_transport_and_leaves_nothing_behind() {
             "\"cpu\"",
             "\"servers_s\"",
             "\"machine_busy\"",
+            "\"run_queue_wait_us_per_slice\"",
             "\"qdisc\"",
             "\"switch_drops\"",
             "\"host_drops\"",

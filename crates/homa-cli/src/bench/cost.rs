@@ -1,6 +1,8 @@
 //! What a phase costs, besides time: the CPU time (user + system) and the context
 //! switches (voluntary + involuntary) of the whole process over the phase's measured
-//! RPCs, per RPC.
+//! RPCs, per RPC; and how long its threads waited for a CPU while runnable (the
+//! run-queue wait per timeslice: near zero on a machine with CPUs to spare, and the
+//! first figure to grow when the machine itself becomes the bottleneck).
 //!
 //! The harness takes a [`Snapshot`] (an instant and the process's [`Usage`] so far) when
 //! a phase's measured interval begins, after its warm-up, and one when it ends; the
@@ -24,6 +26,14 @@ pub(crate) struct Usage {
     /// Involuntary context switches: a thread was preempted, or yielded the CPU to
     /// another runnable thread (`sched_yield` in a busy poll counts here when it switches).
     pub(crate) involuntary: u64,
+    /// Time the process's threads spent runnable but waiting for a CPU, µs
+    /// (`/proc/self/task/*/schedstat`, field 2). Only threads alive when it is read
+    /// count (unlike the fields above), so a difference covers the threads that lived
+    /// through the window; 0 where the kernel does not keep the figure.
+    pub(crate) run_wait_us: u64,
+    /// Timeslices the process's threads ran (field 3 of the same files): the number of
+    /// times a thread got a CPU, so `run_wait_us / timeslices` is the mean wait for one.
+    pub(crate) timeslices: u64,
 }
 
 impl Usage {
@@ -34,7 +44,14 @@ impl Usage {
             system_us: self.system_us.saturating_sub(earlier.system_us),
             voluntary: self.voluntary.saturating_sub(earlier.voluntary),
             involuntary: self.involuntary.saturating_sub(earlier.involuntary),
+            run_wait_us: self.run_wait_us.saturating_sub(earlier.run_wait_us),
+            timeslices: self.timeslices.saturating_sub(earlier.timeslices),
         }
+    }
+
+    /// Both usages added up (of two windows of one process).
+    pub(crate) fn plus(self, other: Usage) -> Usage {
+        self.zip(other, |a, b| a.saturating_add(b))
     }
 
     /// User plus system CPU time, µs.
@@ -53,6 +70,8 @@ impl Usage {
             system_us: f(self.system_us, other.system_us),
             voluntary: f(self.voluntary, other.voluntary),
             involuntary: f(self.involuntary, other.involuntary),
+            run_wait_us: f(self.run_wait_us, other.run_wait_us),
+            timeslices: f(self.timeslices, other.timeslices),
         }
     }
 }
@@ -190,6 +209,15 @@ impl Cost {
         self.cpus_busy() * 1000.0
     }
 
+    /// Mean time a thread waited for a CPU each time it got one, µs (NaN when no
+    /// timeslice was counted: not measured, or the kernel does not keep the figure).
+    pub(crate) fn run_wait_us_per_slice(&self) -> f64 {
+        match self.used {
+            Some(u) if u.timeslices > 0 => u.run_wait_us as f64 / u.timeslices as f64,
+            _ => f64::NAN,
+        }
+    }
+
     /// Context switches per second of the window.
     pub(crate) fn switches_per_s(&self) -> f64 {
         match self.used {
@@ -228,6 +256,9 @@ impl Cost {
                 "involuntary_ctx_switches_per_rpc",
                 per(u.map(|u| u.involuntary), self.rpcs),
             )
+            .field("run_queue_wait_s", secs(|u| u.run_wait_us))
+            .field("timeslices", count(|u| u.timeslices))
+            .field("run_queue_wait_us_per_slice", self.run_wait_us_per_slice())
     }
 }
 
@@ -242,6 +273,7 @@ mod tests {
             system_us,
             voluntary,
             involuntary,
+            ..Usage::default()
         }
     }
 
@@ -346,6 +378,25 @@ mod tests {
             assert_eq!(cost.get(key), Some(&value), "{key}");
         }
         assert!(cost.get("wall_s").is_some() && cost.get("cpus_busy").is_some());
+        // No timeslice counted: the wait per slice is unknown, not zero.
+        assert_eq!(cost.get("timeslices"), Some(&Json::UInt(0)));
+        assert!(cost
+            .to_compact()
+            .contains("\"run_queue_wait_us_per_slice\":null"));
+        let waited = Usage {
+            run_wait_us: 3_000,
+            timeslices: 40,
+            ..usage(600, 400, 30, 10)
+        };
+        let c = window(usage(0, 0, 0, 0), waited, Duration::from_millis(2)).cost(20);
+        assert_eq!(c.run_wait_us_per_slice(), 75.0);
+        let cost = c.json();
+        assert_eq!(cost.get("run_queue_wait_s"), Some(&Json::Float(0.003)));
+        assert_eq!(cost.get("timeslices"), Some(&Json::UInt(40)));
+        assert_eq!(
+            cost.get("run_queue_wait_us_per_slice"),
+            Some(&Json::Float(75.0))
+        );
         // Unmeasured figures are null, not missing.
         let mut empty = Json::object();
         Cost::default().add_to(&mut empty);

@@ -79,7 +79,7 @@ pub(crate) mod raw;
 pub(crate) mod report;
 mod server;
 pub(crate) mod spec;
-mod system;
+pub(crate) mod system;
 mod tcp;
 mod udp;
 
@@ -493,7 +493,7 @@ fn raw_phase(
         raw::Phase::Unloaded => {
             let sizes = workload.unloaded_sizes();
             let mut client = factory.open(kind.kind())?;
-            let mut switches = 0;
+            let mut used = cost::Usage::default();
             for size in sizes {
                 let u = harness::unloaded(
                     client.as_mut(),
@@ -509,16 +509,23 @@ fn raw_phase(
                 result.seconds += u.cost.wall_s;
                 result.started += u.rtts_ns.len() as u64;
                 result.failed += u.lost as u64;
-                switches += u.cost.used.map_or(0, cost::Usage::switches);
+                if let Some(u) = u.cost.used {
+                    used = used.plus(u);
+                }
             }
-            result.ctx_switches = switches;
+            result.ctx_switches = used.switches();
+            result.run_wait_us = used.run_wait_us;
+            result.timeslices = used.timeslices;
         }
         raw::Phase::Loaded => {
             let bar = indicatif::ProgressBar::hidden();
             let (r, _) = run_loaded(m, &plan, &workload, &factory, kind.kind(), &bar)?
                 .map_err(BenchError::Protocol)?;
             result.seconds = plan.load_duration.as_secs_f64();
-            result.ctx_switches = r.cost().used.map_or(0, cost::Usage::switches);
+            let used = r.cost().used.unwrap_or_default();
+            result.ctx_switches = used.switches();
+            result.run_wait_us = used.run_wait_us;
+            result.timeslices = used.timeslices;
             result.started = r.started;
             result.failed = r.failed;
             result.skipped = r.skipped;

@@ -13,6 +13,8 @@
 //! seconds <measured interval, s>
 //! cpu_s <process CPU seconds over the whole phase>
 //! ctx_switches <process context switches over the measured interval>
+//! run_wait_us <µs the process's threads waited for a CPU, over the measured interval>
+//! timeslices <times they got one, over the measured interval>
 //! started <RPCs started> | failed <n> | skipped <n> | unfinished <n>   (one line each)
 //! failure <text of the first failure, to the end of the line>           (if any)
 //! rtt <size> <ns>                      (loaded: one per measured RPC)
@@ -74,6 +76,11 @@ pub(crate) struct RawPhase {
     pub(crate) seconds: f64,
     pub(crate) cpu_s: f64,
     pub(crate) ctx_switches: u64,
+    /// Run-queue wait of the process's threads over the measured interval, µs (see
+    /// [`super::cost::Usage::run_wait_us`]).
+    pub(crate) run_wait_us: u64,
+    /// Timeslices those threads ran over the measured interval.
+    pub(crate) timeslices: u64,
     pub(crate) started: u64,
     pub(crate) failed: u64,
     pub(crate) skipped: u64,
@@ -99,6 +106,8 @@ impl RawPhase {
         let _ = writeln!(o, "seconds {}", self.seconds);
         let _ = writeln!(o, "cpu_s {}", self.cpu_s);
         let _ = writeln!(o, "ctx_switches {}", self.ctx_switches);
+        let _ = writeln!(o, "run_wait_us {}", self.run_wait_us);
+        let _ = writeln!(o, "timeslices {}", self.timeslices);
         let _ = writeln!(o, "started {}", self.started);
         let _ = writeln!(o, "failed {}", self.failed);
         let _ = writeln!(o, "skipped {}", self.skipped);
@@ -166,6 +175,8 @@ impl RawPhase {
                 "seconds" => r.seconds = float()?,
                 "cpu_s" => r.cpu_s = float()?,
                 "ctx_switches" => r.ctx_switches = nums(1)?[0],
+                "run_wait_us" => r.run_wait_us = nums(1)?[0],
+                "timeslices" => r.timeslices = nums(1)?[0],
                 "started" => r.started = nums(1)?[0],
                 "failed" => r.failed = nums(1)?[0],
                 "skipped" => r.skipped = nums(1)?[0],
@@ -199,6 +210,8 @@ mod tests {
             seconds: 2.5,
             cpu_s: 0.125,
             ctx_switches: 77,
+            run_wait_us: 4_321,
+            timeslices: 99,
             started: 10,
             failed: 1,
             skipped: 2,

@@ -511,7 +511,7 @@ pub(crate) fn text(ctx: &Context, results: &Results) -> String {
     );
     let _ = writeln!(
         o,
-        "   {:<9} {:>8} {:>8} {:>8} {:>7} {:>10} {:>6} {:>7} {:>7} {:>10} {:>9}",
+        "   {:<9} {:>8} {:>8} {:>8} {:>7} {:>10} {:>6} {:>7} {:>7} {:>10} {:>9} {:>11}",
         "transport",
         "Gbit/s",
         "Kops/s",
@@ -522,13 +522,14 @@ pub(crate) fn text(ctx: &Context, results: &Results) -> String {
         "failed",
         "skipped",
         "unfinished",
-        "lag µs"
+        "lag µs",
+        "CPU wait µs"
     );
     for r in &results.loaded {
         let started = r.result.started.max(1) as f64;
         let _ = writeln!(
             o,
-            "   {:<9} {} {} {:>8} {} {} {:>7} {:>7} {:>10} {}",
+            "   {:<9} {} {} {:>8} {} {} {:>7} {:>7} {:>10} {} {}",
             r.kind.name(),
             num(r.achieved_gbps(), 8, 2),
             num(r.kops(), 8, 1),
@@ -538,7 +539,8 @@ pub(crate) fn text(ctx: &Context, results: &Results) -> String {
             r.result.failed,
             r.result.skipped,
             r.result.unfinished,
-            num(r.result.lag_ns / started / 1000.0, 9, 1)
+            num(r.result.lag_ns / started / 1000.0, 9, 1),
+            num(r.cost.run_wait_us_per_slice(), 11, 1)
         );
     }
     for (kind, why) in &results.failed_runs {
@@ -556,7 +558,7 @@ pub(crate) fn text(ctx: &Context, results: &Results) -> String {
     }
     let _ = writeln!(
         o,
-        "   (Gbit/s: request payload of the measured RPCs per second; CPU s: the whole run, warm-up and drain included; CPU µs and csw (context switches): per measured RPC, over the measured interval; lag: mean delay of a start behind its Poisson arrival time)"
+        "   (Gbit/s: request payload of the measured RPCs per second; CPU s: the whole run, warm-up and drain included; CPU µs and csw (context switches): per measured RPC, over the measured interval; lag: mean delay of a start behind its Poisson arrival time; CPU wait: the mean time a thread of the process waited, runnable, for a CPU each time it got one, over the measured interval)"
     );
     let homa = run_of(results, Kind::Homa);
     let tcp = run_of(results, Kind::Tcp);
@@ -1072,6 +1074,7 @@ mod tests {
                 system_us: 4 * rpcs,
                 voluntary: 2 * rpcs,
                 involuntary: rpcs,
+                ..Usage::default()
             }),
         }
         .cost(rpcs)
@@ -1157,6 +1160,7 @@ mod tests {
                     system_us: 2_000,
                     voluntary: 400,
                     involuntary: 100,
+                    ..Usage::default()
                 });
                 idle
             },

@@ -164,17 +164,74 @@ pub(crate) fn cpu_seconds() -> f64 {
 }
 
 /// What this process has used so far (`getrusage(RUSAGE_SELF)`): CPU time and context
-/// switches of all its threads, those running and those finished. In `homa bench` the
-/// servers are threads of this process, so both ends of every RPC are counted.
+/// switches of all its threads, those running and those finished; and the run-queue
+/// wait and timeslices of its live threads ([`run_queue`]). In `homa bench` the servers
+/// are threads of this process, so both ends of every RPC are counted.
 pub(crate) fn usage() -> Option<Usage> {
     let u = rusage_self()?;
     let us = |t: libc::timeval| (t.tv_sec.max(0) as u64) * 1_000_000 + t.tv_usec.max(0) as u64;
+    let rq = run_queue(std::process::id()).unwrap_or_default();
     Some(Usage {
         user_us: us(u.ru_utime),
         system_us: us(u.ru_stime),
         voluntary: u.ru_nvcsw.max(0) as u64,
         involuntary: u.ru_nivcsw.max(0) as u64,
+        run_wait_us: rq.wait_ns / 1000,
+        timeslices: rq.timeslices,
     })
+}
+
+/// How long a process's threads waited for a CPU, from the scheduler's own accounting.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub(crate) struct RunQueue {
+    /// Time runnable but not running, ns, summed over the live threads.
+    pub(crate) wait_ns: u64,
+    /// Times a thread was put on a CPU, summed over the live threads.
+    pub(crate) timeslices: u64,
+}
+
+impl RunQueue {
+    /// What accrued between `earlier` and `self` (zero where a sum went down: a thread
+    /// exited in between).
+    pub(crate) fn since(self, earlier: RunQueue) -> RunQueue {
+        RunQueue {
+            wait_ns: self.wait_ns.saturating_sub(earlier.wait_ns),
+            timeslices: self.timeslices.saturating_sub(earlier.timeslices),
+        }
+    }
+}
+
+/// Parses a `schedstat` file: `<ns on a CPU> <ns runnable, waiting for a CPU>
+/// <timeslices>`.
+pub(crate) fn parse_schedstat(text: &str) -> Option<RunQueue> {
+    let mut fields = text.split_whitespace().map(str::parse::<u64>);
+    let _on_cpu = fields.next()?.ok()?;
+    Some(RunQueue {
+        wait_ns: fields.next()?.ok()?,
+        timeslices: fields.next()?.ok()?,
+    })
+}
+
+/// The run-queue wait of process `pid`: the sum of `/proc/<pid>/task/*/schedstat` over
+/// its live threads (`/proc/<pid>/schedstat` covers the main thread only). `None` if the
+/// process is gone or the kernel keeps no such figures (no `CONFIG_SCHED_INFO`).
+pub(crate) fn run_queue(pid: u32) -> Option<RunQueue> {
+    let mut sum = RunQueue::default();
+    let mut any = false;
+    for task in std::fs::read_dir(format!("/proc/{pid}/task")).ok()? {
+        let Ok(task) = task else { continue };
+        // A thread may exit between the listing and the read: it then counts for nothing.
+        let Some(rq) = std::fs::read_to_string(task.path().join("schedstat"))
+            .ok()
+            .and_then(|t| parse_schedstat(&t))
+        else {
+            continue;
+        };
+        sum.wait_ns += rq.wait_ns;
+        sum.timeslices += rq.timeslices;
+        any = true;
+    }
+    any.then_some(sum)
 }
 
 #[cfg(test)]
@@ -190,5 +247,39 @@ mod tests {
         assert!(b.cpu_us() >= a.cpu_us() && b.switches() >= a.switches());
         assert!(path_mtu("127.0.0.1:9".parse().unwrap()).is_some_and(|m| m >= 1280));
         assert!(interface_mtu("no-such-interface").is_none());
+    }
+
+    #[test]
+    fn schedstat_is_wait_and_timeslices() {
+        assert_eq!(
+            parse_schedstat("255681874 52332842 1263\n"),
+            Some(RunQueue {
+                wait_ns: 52_332_842,
+                timeslices: 1263
+            })
+        );
+        assert_eq!(parse_schedstat("1 2"), None);
+        assert_eq!(parse_schedstat("1 x 3"), None);
+        let later = RunQueue {
+            wait_ns: 10,
+            timeslices: 5,
+        };
+        let earlier = RunQueue {
+            wait_ns: 4,
+            timeslices: 7,
+        };
+        assert_eq!(
+            later.since(earlier),
+            RunQueue {
+                wait_ns: 6,
+                timeslices: 0
+            }
+        );
+        assert!(run_queue(u32::MAX).is_none());
+        // Where the kernel keeps the figures, this process has its test thread, which ran.
+        if std::path::Path::new("/proc/self/schedstat").exists() {
+            let me = run_queue(std::process::id()).expect("schedstat of this process");
+            assert!(me.timeslices >= 1);
+        }
     }
 }

@@ -22,6 +22,7 @@ use std::time::{Duration, Instant};
 
 use crate::bench::raw::RawPhase;
 use crate::bench::spec::WorkloadSpec;
+use crate::bench::system::RunQueue;
 use crate::bench::{Plan as ClientPlan, TransportArg, WorkloadInfo};
 
 use super::budget::PathBudget;
@@ -326,6 +327,31 @@ pub(crate) struct CpuUse {
     pub(crate) machine_busy: Option<f64>,
     /// Wall-clock seconds of the loaded run (clients started to all exited).
     pub(crate) wall_s: f64,
+    /// How long the servers' and clients' threads waited for a CPU while runnable, and
+    /// how many timeslices they ran (servers: over the loaded run; clients: their raw
+    /// files, the measured interval); `None` if no timeslice was counted.
+    pub(crate) run_queue: Option<RunQueue>,
+}
+
+impl CpuUse {
+    /// Mean wait for a CPU per timeslice, µs: the direct sign of a CPU-bound run (a few
+    /// µs on a machine with CPUs to spare; hundreds when runnable threads queue).
+    pub(crate) fn run_wait_us_per_slice(&self) -> Option<f64> {
+        self.run_queue
+            .filter(|rq| rq.timeslices > 0)
+            .map(|rq| rq.wait_ns as f64 / 1000.0 / rq.timeslices as f64)
+    }
+}
+
+/// The sum of every process's run-queue figures, if all of them could be read.
+fn run_queue_sum(servers: &[HostProcess]) -> Option<RunQueue> {
+    servers.iter().try_fold(RunQueue::default(), |sum, s| {
+        let rq = s.run_queue()?;
+        Some(RunQueue {
+            wait_ns: sum.wait_ns + rq.wait_ns,
+            timeslices: sum.timeslices + rq.timeslices,
+        })
+    })
 }
 
 /// One transport's runs.
@@ -492,6 +518,7 @@ impl Launcher<'_> {
         let before = rack.port_stats()?;
         let ticks0 = cpu::machine_ticks();
         let servers0: Option<f64> = servers.iter().map(HostProcess::cpu_seconds).sum();
+        let servers_rq0 = run_queue_sum(servers);
         let sampler = Sampler::start(rack.switch.clone(), SAMPLE_PERIOD)?;
         let started = Instant::now();
         let mut clients: Vec<(HostProcess, PathBuf)> = Vec::with_capacity(rack.hosts.len());
@@ -519,6 +546,9 @@ impl Launcher<'_> {
         }
         run.cpu.wall_s = started.elapsed().as_secs_f64();
         let servers1: Option<f64> = servers.iter().map(HostProcess::cpu_seconds).sum();
+        let servers_rq = servers_rq0
+            .zip(run_queue_sum(servers))
+            .map(|(a, b)| b.since(a));
         let ticks1 = cpu::machine_ticks();
         match sampler.stop() {
             Ok(peak) => run.peak = peak,
@@ -535,6 +565,14 @@ impl Launcher<'_> {
             .map(|r| r.cpu_s)
             .sum();
         run.cpu.servers_s = servers0.zip(servers1).map(|(a, b)| b - a);
+        let rq = run.clients.iter().filter_map(|c| c.raw.as_ref().ok()).fold(
+            servers_rq.unwrap_or_default(),
+            |sum, r| RunQueue {
+                wait_ns: sum.wait_ns + r.run_wait_us * 1000,
+                timeslices: sum.timeslices + r.timeslices,
+            },
+        );
+        run.cpu.run_queue = (rq.timeslices > 0).then_some(rq);
         run.cpu.machine_busy = ticks0.zip(ticks1).and_then(|(a, b)| b.busy_since(&a));
         Ok(())
     }

@@ -16,6 +16,7 @@ use std::time::{Duration, Instant};
 use super::cpu;
 use super::error::TestbedError;
 use super::netns::Children;
+use crate::bench::system::{self, RunQueue};
 
 /// How often a polled condition (a ready line, an exit) is looked at again.
 const POLL: Duration = Duration::from_millis(20);
@@ -124,6 +125,15 @@ impl HostProcess {
         match self.done {
             Some(_) => None,
             None => cpu::process_seconds(self.pid()),
+        }
+    }
+
+    /// How long its threads have waited for a CPU so far; `None` once it is gone (or
+    /// where the kernel keeps no such figures).
+    pub(crate) fn run_queue(&self) -> Option<RunQueue> {
+        match self.done {
+            Some(_) => None,
+            None => system::run_queue(self.pid()),
         }
     }
 

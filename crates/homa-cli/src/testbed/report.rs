@@ -455,7 +455,7 @@ fn loaded_text(o: &mut String, a: &Analysis<'_>) {
     );
     let _ = writeln!(
         o,
-        "   {:<19} {:>7} {:>7} {:>7} {:>10} {:>8} {:>9} {:>8} {:>8} {:>8}",
+        "   {:<19} {:>7} {:>7} {:>7} {:>10} {:>8} {:>9} {:>8} {:>8} {:>8} {:>9}",
         "transport",
         "RPCs",
         "failed",
@@ -465,13 +465,14 @@ fn loaded_text(o: &mut String, a: &Analysis<'_>) {
         "link load",
         "client s",
         "server s",
-        "CPU busy"
+        "CPU busy",
+        "CPU wait"
     );
     for t in &a.transports {
         let m = &t.merged;
         let _ = writeln!(
             o,
-            "   {:<19} {:>7} {:>7} {:>7} {:>10} {} {} {} {} {}",
+            "   {:<19} {:>7} {:>7} {:>7} {:>10} {} {} {} {} {} {}",
             variant_title(t.run.variant),
             m.rpcs,
             m.failed,
@@ -484,6 +485,10 @@ fn loaded_text(o: &mut String, a: &Analysis<'_>) {
             match t.run.cpu.machine_busy {
                 Some(b) => format!("{:>7.0} %", 100.0 * b),
                 None => format!("{:>8}", "—"),
+            },
+            match t.run.cpu.run_wait_us_per_slice() {
+                Some(w) => format!("{w:>6.0} µs"),
+                None => format!("{:>9}", "—"),
             }
         );
     }
@@ -499,7 +504,7 @@ fn loaded_text(o: &mut String, a: &Analysis<'_>) {
     }
     let _ = writeln!(
         o,
-        "   (RPCs: measured and completed; failed: the transport gave up on them; skipped: arrivals dropped by a client with too much in flight; unfinished: measured RPCs still open after the drain. Gbit/s: request payload completed per second, all hosts; link load: requests + responses per host link and direction / link rate (the offered is {}); client s: the clients' CPU seconds, whole phase; server s: the servers' CPU seconds over the loaded run; CPU busy: all {} CPUs of the machine over the loaded run)",
+        "   (RPCs: measured and completed; failed: the transport gave up on them; skipped: arrivals dropped by a client with too much in flight; unfinished: measured RPCs still open after the drain. Gbit/s: request payload completed per second, all hosts; link load: requests + responses per host link and direction / link rate (the offered is {}); client s: the clients' CPU seconds, whole phase; server s: the servers' CPU seconds over the loaded run; CPU busy: all {} CPUs of the machine over the loaded run; CPU wait: how long the servers' and clients' threads waited, runnable, for a CPU each time they got one (mean, /proc/<pid>/task/*/schedstat): a few µs when CPUs are to spare, hundreds when the machine is the bottleneck)",
         a.plan.options.load,
         std::thread::available_parallelism().map_or(1, usize::from)
     );
@@ -849,7 +854,13 @@ fn transport_json(a: &Analysis<'_>, t: &TransportStats<'_>) -> Json {
                 .field("clients_s", cpu.clients_s)
                 .field("servers_s", cpu.servers_s)
                 .field("machine_busy", cpu.machine_busy)
-                .field("wall_s", cpu.wall_s),
+                .field("wall_s", cpu.wall_s)
+                .field(
+                    "run_queue_wait_s",
+                    cpu.run_queue.map(|rq| rq.wait_ns as f64 / 1e9),
+                )
+                .field("timeslices", cpu.run_queue.map(|rq| rq.timeslices))
+                .field("run_queue_wait_us_per_slice", cpu.run_wait_us_per_slice()),
         )
         .field("qdisc", qdisc_json(ports))
         .field(
@@ -1030,6 +1041,7 @@ pub(crate) fn plot(a: &Analysis<'_>) -> String {
 mod tests {
     use super::*;
     use crate::bench::raw::{Phase, RawKind};
+    use crate::bench::system::RunQueue;
     use crate::bench::TransportArg;
     use crate::testbed::budget::PathBudget;
     use crate::testbed::experiment::{ClientRun, CpuUse, Options};
@@ -1115,6 +1127,11 @@ mod tests {
                 servers_s: Some(0.25),
                 machine_busy: Some(0.4),
                 wall_s: 4.0,
+                // 30 ms over 1,000 timeslices: 30 µs each.
+                run_queue: Some(RunQueue {
+                    wait_ns: 30_000_000,
+                    timeslices: 1000,
+                }),
             },
             problems: vec!["loaded run, host 1: failed".into()],
         }
@@ -1187,6 +1204,7 @@ mod tests {
             "Homa P99 <= 3: met",
             // 4 x 121.12 µs frames over the baseline at 315 B: 10 µs + 215/999,900 of 990 µs.
             "a full frame takes 121 µs per link",
+            "     40 %     30 µs",
             "= 47.4 x the unloaded Homa RTT",
         ] {
             assert!(t.contains(needle), "no {needle:?} in:\n{t}");
@@ -1215,6 +1233,12 @@ mod tests {
             ] {
                 assert!(t.get(key).is_some(), "no {key} in {t:?}");
             }
+            let cpu = t.get("cpu").expect("cpu");
+            assert_eq!(
+                cpu.get("run_queue_wait_us_per_slice"),
+                Some(&Json::Float(30.0))
+            );
+            assert_eq!(cpu.get("timeslices"), Some(&Json::UInt(1000)));
         }
         let c = csv(&a);
         assert!(c.lines().all(|l| l.split(',').count() == CSV_COLUMNS.len()));
