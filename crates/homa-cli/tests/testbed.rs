@@ -14,7 +14,7 @@
 
 use std::collections::BTreeSet;
 use std::fs::File;
-use std::io::{self, BufRead, BufReader, Write};
+use std::io::{self, BufRead, BufReader};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, UdpSocket};
 use std::os::fd::AsRawFd;
 use std::path::Path;
@@ -23,17 +23,14 @@ use std::sync::mpsc::{self, Receiver};
 use std::sync::{Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
-/// The environment variable that turns a skipped privileged test into a failure.
-const REQUIRE_PRIVILEGED: &str = "HOMA_TEST_REQUIRE_PRIVILEGED";
+mod common;
+use common::{effective_uid, namespaces_of, on_path, privileged, skip_or_fail, NETNS_DIR};
 
 /// Upper bound of every wait for an event; it only turns a hang into a failure.
 const WAIT_LIMIT: Duration = Duration::from_secs(120);
 
 /// How often a polled condition is looked at again.
 const POLL: Duration = Duration::from_millis(10);
-
-/// Where `ip netns` keeps named namespaces.
-const NETNS_DIR: &str = "/run/netns";
 
 /// Where `homa testbed` keeps its ownership markers.
 const MARKER_DIR: &str = "/run/homa-testbed";
@@ -47,62 +44,6 @@ fn homa() -> Command {
 fn serial() -> MutexGuard<'static, ()> {
     static SERIAL: Mutex<()> = Mutex::new(());
     SERIAL.lock().unwrap_or_else(|p| p.into_inner())
-}
-
-/// Reports that a privileged test cannot run here: prints `<test>: skipped: <reason>` to
-/// stderr, or panics when HOMA_TEST_REQUIRE_PRIVILEGED=1.
-fn skip_or_fail(reason: &str) {
-    if std::env::var(REQUIRE_PRIVILEGED).is_ok_and(|v| v == "1") {
-        panic!("{reason}, and {REQUIRE_PRIVILEGED}=1 forbids skipping");
-    }
-    let test = std::thread::current().name().unwrap_or("?").to_string();
-    let _ = writeln!(io::stderr(), "{test}: skipped: {reason}");
-}
-
-fn effective_uid() -> Option<u32> {
-    std::fs::read_to_string("/proc/self/status")
-        .ok()?
-        .lines()
-        .find_map(|l| l.strip_prefix("Uid:"))?
-        .split_whitespace()
-        .nth(1)?
-        .parse()
-        .ok()
-}
-
-fn on_path(tool: &str) -> bool {
-    let path = std::env::var_os("PATH").unwrap_or_default();
-    std::env::split_paths(&path).any(|d| d.join(tool).is_file())
-}
-
-/// Whether this test may build racks; if not, it has been reported (or failed) and the
-/// test returns.
-fn privileged() -> bool {
-    if effective_uid() != Some(0) {
-        skip_or_fail("homa testbed tests need root (network namespaces, veths, qdiscs)");
-        return false;
-    }
-    for tool in ["ip", "tc", "ethtool"] {
-        if !on_path(tool) {
-            skip_or_fail(&format!("homa testbed tests need `{tool}` on PATH"));
-            return false;
-        }
-    }
-    true
-}
-
-/// Namespaces whose name starts with `homa-tb-<pid>-`.
-fn namespaces_of(pid: u32) -> Vec<String> {
-    let prefix = format!("homa-tb-{pid}-");
-    let mut names: Vec<String> = std::fs::read_dir(NETNS_DIR)
-        .map(|d| {
-            d.filter_map(|e| e.ok()?.file_name().into_string().ok())
-                .filter(|n| n.starts_with(&prefix))
-                .collect()
-        })
-        .unwrap_or_default();
-    names.sort();
-    names
 }
 
 fn netns_exists(name: &str) -> bool {

@@ -7,68 +7,12 @@
 //! test prints a skip message and passes — or fails when HOMA_TEST_REQUIRE_PRIVILEGED=1
 //! (CI), as the other testbed tests do.
 
-use std::io::{self, Read, Write};
+use std::io::Read;
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
 
-/// The environment variable that turns a skipped privileged test into a failure.
-const REQUIRE_PRIVILEGED: &str = "HOMA_TEST_REQUIRE_PRIVILEGED";
-
-/// Where `ip netns` keeps named namespaces.
-const NETNS_DIR: &str = "/run/netns";
-
-/// Reports that the test cannot run here: prints `<test>: skipped: <reason>`, or panics
-/// when HOMA_TEST_REQUIRE_PRIVILEGED=1.
-fn skip_or_fail(reason: &str) {
-    if std::env::var(REQUIRE_PRIVILEGED).is_ok_and(|v| v == "1") {
-        panic!("{reason}, and {REQUIRE_PRIVILEGED}=1 forbids skipping");
-    }
-    let test = std::thread::current().name().unwrap_or("?").to_string();
-    let _ = writeln!(io::stderr(), "{test}: skipped: {reason}");
-}
-
-fn effective_uid() -> Option<u32> {
-    std::fs::read_to_string("/proc/self/status")
-        .ok()?
-        .lines()
-        .find_map(|l| l.strip_prefix("Uid:"))?
-        .split_whitespace()
-        .nth(1)?
-        .parse()
-        .ok()
-}
-
-fn on_path(tool: &str) -> bool {
-    let path = std::env::var_os("PATH").unwrap_or_default();
-    std::env::split_paths(&path).any(|d| d.join(tool).is_file())
-}
-
-/// Whether the test may build racks; if not, it has been reported (or failed).
-fn privileged() -> bool {
-    if effective_uid() != Some(0) {
-        skip_or_fail("homa testbed tests need root (network namespaces, veths, qdiscs)");
-        return false;
-    }
-    for tool in ["ip", "tc", "ethtool"] {
-        if !on_path(tool) {
-            skip_or_fail(&format!("homa testbed tests need `{tool}` on PATH"));
-            return false;
-        }
-    }
-    true
-}
-
-/// Namespaces whose name starts with `homa-tb-<pid>-`.
-fn namespaces_of(pid: u32) -> Vec<String> {
-    let prefix = format!("homa-tb-{pid}-");
-    std::fs::read_dir(NETNS_DIR)
-        .map(|d| {
-            d.filter_map(|e| e.ok()?.file_name().into_string().ok())
-                .filter(|n| n.starts_with(&prefix))
-                .collect()
-        })
-        .unwrap_or_default()
-}
+mod common;
+use common::{namespaces_of, privileged};
 
 /// The number after the first `"key": ` in `text`.
 fn number_after(text: &str, key: &str) -> Option<f64> {
