@@ -1,7 +1,8 @@
 //! `homa server` and `homa client` as separate processes: a client spreads its loaded
-//! run over several servers, and `--phase` writes one phase's raw samples.
+//! run over several servers, `--phase` writes one phase's raw samples, and a serving
+//! client (`--serve`) answers requests on its port while it loads.
 
-use std::io::{BufRead, BufReader};
+use std::io::{BufRead, BufReader, Write};
 use std::process::{Child, Command, Stdio};
 
 fn homa() -> Command {
@@ -135,6 +136,72 @@ fn an_unloaded_phase_writes_one_line_per_size() {
     }
 }
 
+/// A serving client whose server is itself: its one socket, bound to the port, sends
+/// the requests and serves them (both roles of one engine), between the `ready` and
+/// `done` lines, and exits when its stdin closes.
+#[test]
+fn a_serving_client_serves_its_port_while_it_loads() {
+    let dir = std::env::temp_dir().join(format!("homa-serve-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let raw = dir.join("loaded.raw");
+    let base = 25_000 + (std::process::id() % 5_000) as u16;
+    for attempt in 0..20u16 {
+        let port = (base + attempt * 11).to_string();
+        let mut child = homa()
+            .args([
+                "client",
+                "--server",
+                "127.0.0.1",
+                "--servers",
+                "1",
+                "--quick",
+            ])
+            .args(["--port", &port, "--duration", "0.3", "--workload", "1000"])
+            .args(["--load", "0.0005", "--homa-unsched-bytes", "20000"])
+            .args(["--phase", "loaded", "--kind", "homa", "--serve"])
+            .arg("--raw-out")
+            .arg(&raw)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut stdout = BufReader::new(child.stdout.take().unwrap());
+        let mut line = String::new();
+        stdout.read_line(&mut line).unwrap();
+        if line.trim() != "ready" {
+            // The port was taken: the client exited with an error. Try the next one.
+            let out = child.wait_with_output().unwrap();
+            assert!(!out.status.success(), "no ready line, yet it succeeded");
+            continue;
+        }
+        let mut stdin = child.stdin.take().unwrap();
+        writeln!(stdin, "go").unwrap();
+        line.clear();
+        stdout.read_line(&mut line).unwrap();
+        assert_eq!(line.trim(), "done");
+        // Still serving until stdin closes: the raw file is complete already.
+        let text = std::fs::read_to_string(&raw).unwrap();
+        drop(stdin);
+        let out = child.wait_with_output().unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(
+            text.starts_with("homa-raw 1\nphase loaded\nkind homa\n"),
+            "{text}"
+        );
+        assert_eq!(value(&text, "failed"), 0, "{text}");
+        let rtts = text.lines().filter(|l| l.starts_with("rtt 1000 ")).count();
+        assert!(rtts > 0 && value(&text, "started") >= rtts as u64, "{text}");
+        let _ = std::fs::remove_dir_all(&dir);
+        return;
+    }
+    panic!("no free port for the serving client");
+}
+
 #[test]
 fn phase_options_come_together() {
     for args in [
@@ -142,6 +209,34 @@ fn phase_options_come_together() {
         &["client", "--server", "127.0.0.1", "--kind", "homa"],
         &["client", "--server", "127.0.0.1,::1"],
         &["client", "--server", "127.0.0.1", "--homa-priorities", "9"],
+        // --serve: a loaded Homa phase with one server port only.
+        &["client", "--server", "127.0.0.1", "--serve"],
+        &[
+            "client",
+            "--server",
+            "127.0.0.1",
+            "--phase",
+            "unloaded",
+            "--kind",
+            "homa",
+            "--raw-out",
+            "-",
+            "--serve",
+        ],
+        &[
+            "client",
+            "--server",
+            "127.0.0.1",
+            "--phase",
+            "loaded",
+            "--kind",
+            "homa",
+            "--raw-out",
+            "-",
+            "--serve",
+            "--servers",
+            "2",
+        ],
     ] {
         let out = homa().args(args).output().unwrap();
         assert!(!out.status.success(), "{args:?} succeeded");

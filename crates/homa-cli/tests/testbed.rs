@@ -20,11 +20,10 @@ use std::os::fd::AsRawFd;
 use std::path::Path;
 use std::process::{Child, ChildStdin, Command, ExitStatus, Stdio};
 use std::sync::mpsc::{self, Receiver};
-use std::sync::{Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 mod common;
-use common::{effective_uid, namespaces_of, on_path, privileged, skip_or_fail, NETNS_DIR};
+use common::{effective_uid, namespaces_of, on_path, privileged, serial, skip_or_fail, NETNS_DIR};
 
 /// Upper bound of every wait for an event; it only turns a hang into a failure.
 const WAIT_LIMIT: Duration = Duration::from_secs(120);
@@ -37,13 +36,6 @@ const MARKER_DIR: &str = "/run/homa-testbed";
 
 fn homa() -> Command {
     Command::new(env!("CARGO_BIN_EXE_homa"))
-}
-
-/// Racks are built one at a time: a run's sweep of stale namespaces must not meet
-/// another test's deliberately killed run, and two cores do not carry two racks' checks.
-fn serial() -> MutexGuard<'static, ()> {
-    static SERIAL: Mutex<()> = Mutex::new(());
-    SERIAL.lock().unwrap_or_else(|p| p.into_inner())
 }
 
 fn netns_exists(name: &str) -> bool {

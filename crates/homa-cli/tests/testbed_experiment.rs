@@ -12,7 +12,7 @@ use std::process::{Child, Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
 
 mod common;
-use common::{namespaces_of, privileged};
+use common::{namespaces_of, privileged, serial};
 
 /// The number after the first `"key": ` in `text`.
 fn number_after(text: &str, key: &str) -> Option<f64> {
@@ -91,6 +91,7 @@ fn a_quick_experiment_reports_every_transport_and_leaves_nothing_behind() {
     if !privileged() {
         return;
     }
+    let _serial = serial();
     let dir = std::env::temp_dir().join(format!("homa-tb-experiment-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     let json_path = dir.join("testbed.json");
@@ -190,6 +191,56 @@ fn a_quick_experiment_reports_every_transport_and_leaves_nothing_behind() {
             .exists(),
         "the scratch directory was left behind"
     );
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// `--one-engine-per-host`: Homa's loaded runs are one serving client per host (no
+/// servers), every Homa RPC measured completes or is counted, and nothing is left.
+#[test]
+fn one_engine_per_host_serves_from_the_clients() {
+    if !privileged() {
+        return;
+    }
+    let _serial = serial();
+    let dir = std::env::temp_dir().join(format!("homa-tb-one-engine-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let json_path = dir.join("testbed.json");
+    let child = Command::new(env!("CARGO_BIN_EXE_homa"))
+        .args([
+            "testbed",
+            "--quick",
+            "--skip-checks",
+            "--one-engine-per-host",
+        ])
+        .arg("--json")
+        .arg(&json_path)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("starting homa testbed");
+    let pid = child.id();
+    let (status, stdout, stderr) = wait_bounded(child);
+    assert!(
+        status.success(),
+        "{status}\nstdout:\n{stdout}\nstderr:\n{stderr}"
+    );
+    assert!(
+        stdout.contains("one engine per host"),
+        "the setup does not say so:\n{stdout}"
+    );
+    let json = std::fs::read_to_string(&json_path).unwrap();
+    for name in ["homa", "homa-1prio", "tcp"] {
+        let section = transport_section(&json, name);
+        let rpcs = number_after(section, "rpcs").unwrap_or(0.0);
+        assert!(rpcs > 0.0, "{name} completed no RPCs:\n{section}");
+        // A run whose serving clients failed lists them as problems.
+        assert!(
+            section.contains("\"problems\": []"),
+            "{name} had problems:\n{section}"
+        );
+    }
+    assert_eq!(namespaces_of(pid), Vec::<String>::new());
     let _ = std::fs::remove_dir_all(&dir);
 }
 

@@ -84,6 +84,40 @@ impl HomaClient {
     }
 }
 
+impl HomaClient {
+    /// A client whose socket is bound to `port` and also serves the requests that
+    /// arrive there (a thread running [`serve`] on the same socket, until the socket
+    /// shuts down): one engine for a host's client and server.
+    ///
+    /// # Errors
+    ///
+    /// [`BenchError::Homa`] if the port cannot be bound; [`BenchError::Io`] if the
+    /// server thread cannot start.
+    pub(crate) fn serving(
+        config: homa_socket::SocketConfig,
+        port: u16,
+        servers: &[SocketAddr],
+    ) -> Result<HomaClient, BenchError> {
+        let socket = Socket::bind(port, config).map_err(|e| {
+            BenchError::homa(
+                format!("opening the serving client socket on port {port}"),
+                e,
+            )
+        })?;
+        let socket = Arc::new(socket);
+        let server = socket.clone();
+        std::thread::Builder::new()
+            .name(format!("homa-server-{port}"))
+            .spawn(move || serve(server))
+            .map_err(|e| BenchError::io("starting the serving client's server thread", e))?;
+        Ok(HomaClient {
+            socket,
+            servers: servers.to_vec(),
+            framed: HashMap::new(),
+        })
+    }
+}
+
 impl RpcClient for HomaClient {
     fn start(
         &mut self,

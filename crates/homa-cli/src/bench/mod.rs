@@ -311,6 +311,14 @@ pub(crate) struct ClientArgs {
     /// Where `--phase` writes its raw samples (`-` for stdout).
     #[arg(long, value_name = "PATH", requires = "phase")]
     raw_out: Option<PathBuf>,
+    /// With `--phase loaded --kind homa`: the first client socket is bound to `--port`
+    /// and also serves requests there (one engine, so one pacer and one grant scheduler,
+    /// for the host's client and server, as the kernel module has one per host). The
+    /// client prints `ready` once it serves, starts the load on a line from stdin,
+    /// prints `done` after writing `--raw-out`, and serves until stdin closes. For
+    /// `homa testbed`, which starts every host's client this way.
+    #[arg(long, requires = "phase")]
+    serve: bool,
     #[command(flatten)]
     measure: MeasureArgs,
 }
@@ -463,13 +471,61 @@ fn run_client(args: ClientArgs) -> Result<(), BenchError> {
     }
     let targets = targets.ok_or_else(|| BenchError::option("--server", "no address given"))?;
     let first = targets.udp.ip();
+    if args.serve
+        && (args.phase != Some(raw::Phase::Loaded) || args.kind != Some(raw::RawKind::Homa))
+    {
+        return Err(BenchError::option(
+            "--serve",
+            "serves Homa requests during a loaded run: it needs --phase loaded --kind homa",
+        ));
+    }
+    if args.serve && (m.servers != 1 || m.server_shards.is_some()) {
+        return Err(BenchError::option(
+            "--serve",
+            "serves one Homa port (--port) with one thread: it needs --servers 1 and no --server-shards",
+        ));
+    }
     match (args.phase, args.kind, args.raw_out) {
+        (Some(phase), Some(kind), Some(out)) if args.serve => {
+            serving_phase(&m, &targets, args.port, phase, kind, &out)
+        }
         (Some(phase), Some(kind), Some(out)) => raw_phase(&m, &targets, phase, kind, &out),
         _ => {
             report::check_outputs(&m)?;
             measure(&m, &targets, Scope::Remote(first))
         }
     }
+}
+
+/// `homa client --phase … --serve`: the loaded run with its first socket bound to
+/// `port` and serving there, between a `ready` line, a line from stdin, and a `done`
+/// line; then serving until stdin closes.
+fn serving_phase(
+    m: &MeasureArgs,
+    targets: &Targets,
+    port: u16,
+    phase: raw::Phase,
+    kind: raw::RawKind,
+    out: &std::path::Path,
+) -> Result<(), BenchError> {
+    let mut factory = ClientFactory::new(m, targets);
+    factory.serve = Some(port);
+    phase_with(m, &factory, phase, kind, out)?;
+    say("done")?;
+    // Other hosts' clients may still send requests: serve them (the socket's server
+    // thread does) until the parent closes stdin.
+    let mut sink = Vec::new();
+    std::io::Read::read_to_end(&mut std::io::stdin().lock(), &mut sink)
+        .map_err(|e| BenchError::io("waiting for stdin to close", e))?;
+    Ok(())
+}
+
+/// Prints `line` on stdout at once (a parent waits for it).
+fn say(line: &str) -> Result<(), BenchError> {
+    let mut o = std::io::stdout().lock();
+    writeln!(o, "{line}")
+        .and_then(|_| o.flush())
+        .map_err(|e| BenchError::io("writing to stdout", e))
 }
 
 /// `homa client --phase`: one phase of one transport, its raw samples written to `out`.
@@ -480,9 +536,20 @@ fn raw_phase(
     kind: raw::RawKind,
     out: &std::path::Path,
 ) -> Result<(), BenchError> {
+    phase_with(m, &ClientFactory::new(m, targets), phase, kind, out)
+}
+
+/// One phase of one transport with clients from `factory`, its raw samples written to
+/// `out`.
+fn phase_with(
+    m: &MeasureArgs,
+    factory: &ClientFactory<'_>,
+    phase: raw::Phase,
+    kind: raw::RawKind,
+    out: &std::path::Path,
+) -> Result<(), BenchError> {
     let plan = Plan::new(m);
     let workload = WorkloadInfo::new(m.workload);
-    let factory = ClientFactory::new(m, targets);
     let mut result = raw::RawPhase {
         phase: Some(phase),
         kind: Some(kind),
@@ -519,7 +586,7 @@ fn raw_phase(
         }
         raw::Phase::Loaded => {
             let bar = indicatif::ProgressBar::hidden();
-            let (r, _) = run_loaded(m, &plan, &workload, &factory, kind.kind(), &bar)?
+            let (r, _) = run_loaded(m, &plan, &workload, factory, kind.kind(), &bar)?
                 .map_err(BenchError::Protocol)?;
             result.seconds = plan.load_duration.as_secs_f64();
             let used = r.cost().used.unwrap_or_default();
@@ -559,6 +626,15 @@ fn run_loaded(
     let clients = (0..m.clients)
         .map(|_| factory.open(kind))
         .collect::<Result<Vec<_>, _>>()?;
+    if factory.serve.is_some() {
+        // Serving now: tell the parent, and start when it says so (every host serves
+        // before any sends).
+        say("ready")?;
+        let mut line = String::new();
+        std::io::stdin()
+            .read_line(&mut line)
+            .map_err(|e| BenchError::io("waiting for the start line on stdin", e))?;
+    }
     let aborts: Vec<harness::AbortHandle> =
         clients.iter().filter_map(|c| c.abort_handle()).collect();
     // A transport that blocks for good must not hang the benchmark.
@@ -729,6 +805,8 @@ struct ClientFactory<'a> {
     tcp_conns: usize,
     /// Homa clients opened so far (client `k` is steered to shard `k mod shards`).
     homa_opened: std::sync::atomic::AtomicUsize,
+    /// `--serve`: the first Homa client's socket is bound to this port and serves there.
+    serve: Option<u16>,
 }
 
 impl<'a> ClientFactory<'a> {
@@ -742,6 +820,7 @@ impl<'a> ClientFactory<'a> {
             shards: m.server_shards,
             tcp_conns: m.tcp_conns,
             homa_opened: Default::default(),
+            serve: None,
         }
     }
 
@@ -751,11 +830,19 @@ impl<'a> ClientFactory<'a> {
                 let k = self
                     .homa_opened
                     .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                Box::new(homa::HomaClient::new(
-                    || socket_config(self.transport, self.ipv6, self.spin, &self.knobs),
-                    &self.targets.homa,
-                    self.shards.map(|n| (n, k)),
-                )?)
+                let config = || socket_config(self.transport, self.ipv6, self.spin, &self.knobs);
+                match self.serve {
+                    Some(port) if k == 0 => Box::new(homa::HomaClient::serving(
+                        config()?,
+                        port,
+                        &self.targets.homa,
+                    )?),
+                    _ => Box::new(homa::HomaClient::new(
+                        config,
+                        &self.targets.homa,
+                        self.shards.map(|n| (n, k)),
+                    )?),
+                }
             }
             Kind::Tcp => Box::new(tcp::TcpClient::connect(
                 &self.targets.tcp,

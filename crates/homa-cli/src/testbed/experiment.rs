@@ -111,6 +111,8 @@ pub(crate) struct Options {
     pub(crate) homa_link_mbps: Option<u32>,
     /// `--homa-set` settings passed on to every server and client.
     pub(crate) homa_set: Vec<(&'static str, u64)>,
+    /// `--one-engine-per-host`.
+    pub(crate) one_engine_per_host: bool,
 }
 
 /// How the loaded runs' length was chosen.
@@ -285,7 +287,19 @@ impl Plan {
         if o.quick {
             args.push("--quick".into());
         }
+        if loaded && self.one_engine_per_host(variant) {
+            args.push("--serve".into());
+        }
         args
+    }
+
+    /// Whether each host runs one engine for its client and its server in `variant`'s
+    /// loaded run (`--one-engine-per-host`, Homa only): one `homa client --serve` per
+    /// host, as the kernel module has one pacer and one grant scheduler per host. (TCP's
+    /// stack is each host's kernel anyway.)
+    pub(crate) fn one_engine_per_host(&self, variant: Variant) -> bool {
+        matches!(variant, Variant::Homa | Variant::HomaOnePriority)
+            && self.options.one_engine_per_host
     }
 
     /// How long a client phase may take before it is killed.
@@ -448,7 +462,8 @@ impl Launcher<'_> {
         self.loaded_run(variant, &mut servers, run)?;
 
         for (host, server) in servers.iter_mut().enumerate() {
-            if server.cpu_seconds().is_none() {
+            // (Serving clients took over from the servers, which were stopped.)
+            if !plan.one_engine_per_host(variant) && server.cpu_seconds().is_none() {
                 run.problems.push(format!(
                     "the homa server on host {host} exited during the run: {}",
                     server.log_tail()
@@ -493,7 +508,13 @@ impl Launcher<'_> {
         raw_out: &Path,
     ) -> Result<HostProcess, TestbedError> {
         let phase = if loaded { "loaded" } else { "unloaded" };
-        HostProcess::start(
+        // A serving client is started on a line from its stdin.
+        let start = if loaded && self.plan.one_engine_per_host(variant) {
+            HostProcess::start_piped
+        } else {
+            HostProcess::start
+        };
+        start(
             &self.rack.namespaces.children(),
             &self.rack.hosts[host].netns,
             self.exe,
@@ -515,6 +536,13 @@ impl Launcher<'_> {
         run: &mut TransportRun,
     ) -> Result<(), TestbedError> {
         let rack = self.rack;
+        let serving = self.plan.one_engine_per_host(variant);
+        if serving {
+            // Each host's client serves its port itself: the servers give it up.
+            for server in servers.iter_mut() {
+                server.kill()?;
+            }
+        }
         let before = rack.port_stats()?;
         let ticks0 = cpu::machine_ticks();
         let servers0: Option<f64> = servers.iter().map(HostProcess::cpu_seconds).sum();
@@ -536,6 +564,9 @@ impl Launcher<'_> {
             clients.push((client, raw_path));
         }
         let limit = self.plan.client_limit(true);
+        if serving {
+            self.serve_and_load(&mut clients, started + limit, run);
+        }
         for (host, (client, raw_path)) in clients.iter_mut().enumerate() {
             let left = limit.saturating_sub(started.elapsed());
             let raw = finish_client(client, left, raw_path);
@@ -575,6 +606,52 @@ impl Launcher<'_> {
         run.cpu.run_queue = (rq.timeslices > 0).then_some(rq);
         run.cpu.machine_busy = ticks0.zip(ticks1).and_then(|(a, b)| b.busy_since(&a));
         Ok(())
+    }
+}
+
+impl Launcher<'_> {
+    /// The serving clients' run: once every one of them serves (`ready`), each is told
+    /// to start; once every one has written its samples (`done`), or failed, or `until`
+    /// passed, their stdins close and they exit. A client that fails to get ready or
+    /// done is a problem of the run; the others go on.
+    fn serve_and_load(
+        &self,
+        clients: &mut [(HostProcess, PathBuf)],
+        until: Instant,
+        run: &mut TransportRun,
+    ) {
+        let left = || until.saturating_duration_since(Instant::now());
+        let mut ok: Vec<bool> = clients
+            .iter_mut()
+            .map(|(c, _)| record(run, c.wait_for_line("ready", left().min(READY_LIMIT))))
+            .collect();
+        for ((c, _), ok) in clients.iter_mut().zip(ok.iter_mut()) {
+            if *ok {
+                *ok = record(run, c.send_line("go"));
+            }
+        }
+        for ((c, _), ok) in clients.iter_mut().zip(&ok) {
+            if *ok {
+                record(run, c.wait_for_line("done", left()));
+            }
+        }
+        for (c, _) in clients.iter_mut() {
+            c.close_stdin();
+        }
+    }
+}
+
+/// How long a serving client may take to bind its port and start serving.
+const READY_LIMIT: Duration = Duration::from_secs(60);
+
+/// Whether `r` is a success; a failure goes to the run's problems.
+fn record<T>(run: &mut TransportRun, r: Result<T, TestbedError>) -> bool {
+    match r {
+        Ok(_) => true,
+        Err(e) => {
+            run.problems.push(format!("loaded run: {e}"));
+            false
+        }
     }
 }
 
@@ -632,6 +709,7 @@ mod tests {
             ipv6: false,
             homa_link_mbps: None,
             homa_set: Vec::new(),
+            one_engine_per_host: false,
         }
     }
 
@@ -750,7 +828,33 @@ mod tests {
             client.contains(&format!("--seed {}", host_seed(1, 2))),
             "{client}"
         );
-        assert!(!client.contains("--quick"));
+        assert!(!client.contains("--quick") && !client.split(' ').any(|a| a == "--serve"));
+        // One engine per host: Homa's loaded clients serve, nothing else does.
+        let one = Plan::new(
+            Options {
+                one_engine_per_host: true,
+                ..options()
+            },
+            3,
+            100_000_000,
+            budget(),
+            1416,
+        );
+        let raw = Path::new("/tmp/x.raw");
+        for (variant, loaded, serves) in [
+            (Variant::Homa, true, true),
+            (Variant::HomaOnePriority, true, true),
+            (Variant::Homa, false, false),
+            (Variant::Tcp, true, false),
+        ] {
+            let args = one.client_args(variant, loaded, 0, &servers, raw);
+            assert_eq!(
+                args.iter().any(|a| a == "--serve"),
+                serves,
+                "{variant:?} loaded={loaded}"
+            );
+            assert_eq!(one.one_engine_per_host(variant), variant != Variant::Tcp);
+        }
         let timers =
             "--homa-set resend_ticks=47 --homa-set resend_interval=47 --homa-set timeout_ticks=940";
         assert!(client.contains(timers) && line.contains(timers), "{line}");

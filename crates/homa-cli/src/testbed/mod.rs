@@ -125,6 +125,12 @@ pub(crate) struct ExperimentArgs {
     /// Run the experiment over IPv6.
     #[arg(long)]
     ipv6: bool,
+    /// Homa's loaded runs with one engine per host: each host's client socket also
+    /// serves the host's port (`homa client --serve`), so a host has one pacer and one
+    /// grant scheduler, as with the kernel module; needs `--servers 1`. (Default: a
+    /// server and a client process per host, two engines.)
+    #[arg(long)]
+    one_engine_per_host: bool,
     /// The link rate Homa's pacer assumes, Mbit/s [default: --link-mbps].
     #[arg(long, value_name = "MBPS", value_parser = clap::value_parser!(u32).range(1..=10_000_000))]
     homa_link_mbps: Option<u32>,
@@ -204,6 +210,13 @@ impl Settings {
         let buffer = parse_bytes(&args.buffer)
             .filter(|b| BUFFER_BYTES.contains(b))
             .ok_or_else(|| TestbedError::option("--buffer", &args.buffer, buffer_allowed))?;
+        if e.one_engine_per_host && e.servers != 1 {
+            return Err(TestbedError::option(
+                "--servers",
+                e.servers,
+                "1 with --one-engine-per-host (the client's socket serves the host's one port)",
+            ));
+        }
         if !BULK_SECONDS.contains(&args.bulk_seconds) {
             return Err(TestbedError::option(
                 "--bulk-seconds",
@@ -236,6 +249,7 @@ impl Settings {
                 ipv6: e.ipv6,
                 homa_link_mbps: e.homa_link_mbps,
                 homa_set: e.homa_set.clone(),
+                one_engine_per_host: e.one_engine_per_host,
             },
             outputs: report::Outputs {
                 json: e.json.clone(),
@@ -682,6 +696,13 @@ mod tests {
     #[test]
     fn options_out_of_range_are_typed_errors() {
         rejected(&["--hosts", "1"], "--hosts");
+        rejected(&["--one-engine-per-host", "--servers", "2"], "--servers");
+        assert!(
+            settings(&["--one-engine-per-host"])
+                .unwrap()
+                .options
+                .one_engine_per_host
+        );
         rejected(&["--hosts", "17"], "--hosts");
         rejected(&["--hosts", "0"], "--hosts");
         rejected(&["--link-mbps", "9"], "--link-mbps");

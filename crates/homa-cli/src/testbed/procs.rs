@@ -9,8 +9,9 @@
 //! its `/proc/<pid>/stat` gives the program's CPU time.
 
 use std::fs::{self, File};
+use std::io::Write as _;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, ExitStatus, Stdio};
+use std::process::{Child, ChildStdin, Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
 
 use super::cpu;
@@ -33,6 +34,8 @@ pub(crate) struct HostProcess {
     children: Children,
     stdout: PathBuf,
     stderr: PathBuf,
+    /// The write end of its stdin, if it was started with one ([`Self::start_piped`]).
+    stdin: Option<ChildStdin>,
     /// Reaped already (exited, or killed).
     done: Option<ExitStatus>,
 }
@@ -49,6 +52,34 @@ impl HostProcess {
         logs: &Path,
         tag: &str,
     ) -> Result<HostProcess, TestbedError> {
+        Self::spawn(children, netns, exe, args, what, logs, tag, false)
+    }
+
+    /// As [`Self::start`], with a pipe to its stdin ([`Self::send_line`],
+    /// [`Self::close_stdin`]).
+    pub(crate) fn start_piped(
+        children: &Children,
+        netns: &str,
+        exe: &Path,
+        args: &[String],
+        what: String,
+        logs: &Path,
+        tag: &str,
+    ) -> Result<HostProcess, TestbedError> {
+        Self::spawn(children, netns, exe, args, what, logs, tag, true)
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn spawn(
+        children: &Children,
+        netns: &str,
+        exe: &Path,
+        args: &[String],
+        what: String,
+        logs: &Path,
+        tag: &str,
+        piped: bool,
+    ) -> Result<HostProcess, TestbedError> {
         let stdout = logs.join(format!("{tag}.out"));
         let stderr = logs.join(format!("{tag}.err"));
         let open = |path: &Path| {
@@ -60,18 +91,39 @@ impl HostProcess {
             .args(["netns", "exec", netns])
             .arg(exe)
             .args(args)
-            .stdin(Stdio::null())
+            .stdin(if piped { Stdio::piped() } else { Stdio::null() })
             .stdout(open(&stdout)?)
             .stderr(open(&stderr)?);
-        let child = children.spawn(&mut command)?;
+        let mut child = children.spawn(&mut command)?;
+        let stdin = child.stdin.take();
         Ok(HostProcess {
             what,
             child,
             children: children.clone(),
             stdout,
             stderr,
+            stdin,
             done: None,
         })
+    }
+
+    /// Writes `line` and a newline to its stdin.
+    ///
+    /// # Errors
+    ///
+    /// A [`TestbedError`] naming it if it has no stdin pipe or the write fails (it
+    /// exited).
+    pub(crate) fn send_line(&mut self, line: &str) -> Result<(), TestbedError> {
+        let result = match self.stdin.as_mut() {
+            Some(stdin) => writeln!(stdin, "{line}").and_then(|_| stdin.flush()),
+            None => Err(std::io::Error::other("it was started without a stdin pipe")),
+        };
+        result.map_err(|e| self.failure(format!("could not be written to: {e}")))
+    }
+
+    /// Closes its stdin (it reads end of file).
+    pub(crate) fn close_stdin(&mut self) {
+        self.stdin = None;
     }
 
     /// The process id (of the `homa` process, once `ip` has executed it).

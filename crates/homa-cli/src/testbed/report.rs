@@ -323,9 +323,14 @@ fn setup_text(o: &mut String, p: &Plan) {
     let _ = writeln!(o, "\nexperiment: Homa (8 priorities), Homa (1 priority) and TCP over the emulated rack, one after another");
     let _ = writeln!(
         o,
-        "  setup     every host runs a `homa server` ({} thread(s)) and a `homa client` ({} thread(s)), all-to-all: each client's servers are every other host's; servers restart for each transport; Homa over {} {}, busy-poll {} µs; TCP: {} connection(s) per client-server thread pair, TOS 0",
+        "  setup     every host runs a `homa server` ({} thread(s)) and a `homa client` ({} thread(s)), all-to-all: each client's servers are every other host's; servers restart for each transport; {}Homa over {} {}, busy-poll {} µs; TCP: {} connection(s) per client-server thread pair, TOS 0",
         opt.servers,
         opt.clients,
+        if p.one_engine_per_host(Variant::Homa) {
+            "Homa's loaded runs: one engine per host (the client's first socket serves the host's port, `homa client --serve`: one pacer and grant scheduler per host, as the kernel's; the servers answer the unloaded RTT only, and the clients' CPU seconds include serving); "
+        } else {
+            ""
+        },
         opt.transport.name().to_uppercase(),
         if opt.ipv6 { "IPv6" } else { "IPv4" },
         opt.busy_poll_us,
@@ -1063,6 +1068,7 @@ mod tests {
             ipv6: false,
             homa_link_mbps: None,
             homa_set: Vec::new(),
+            one_engine_per_host: false,
         };
         let budget = PathBudget::new(
             100_000_000,

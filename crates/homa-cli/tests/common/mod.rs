@@ -5,6 +5,7 @@
 #![allow(dead_code)]
 
 use std::io::{self, Write};
+use std::sync::{Mutex, MutexGuard};
 
 /// The environment variable that turns a skipped privileged test into a failure.
 pub(crate) const REQUIRE_PRIVILEGED: &str = "HOMA_TEST_REQUIRE_PRIVILEGED";
@@ -68,4 +69,12 @@ pub(crate) fn namespaces_of(pid: u32) -> Vec<String> {
         .unwrap_or_default();
     names.sort();
     names
+}
+
+/// Racks are built one at a time (within a test binary): a run's sweep of stale
+/// namespaces must not meet another test's deliberately killed run, and two cores do not
+/// carry two racks' checks.
+pub(crate) fn serial() -> MutexGuard<'static, ()> {
+    static SERIAL: Mutex<()> = Mutex::new(());
+    SERIAL.lock().unwrap_or_else(|p| p.into_inner())
 }
