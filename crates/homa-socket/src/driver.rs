@@ -404,7 +404,12 @@ impl Core {
         // waiting for them.
         self.collect();
         let request = || self.requests.front().map(|(seq, _)| *seq);
-        let response = self.response_index(want);
+        // A receive for requests only never takes a response (nor a failed RPC): on a
+        // socket that is both a client and a server, that is the client thread's.
+        let response = match want {
+            Want::Requests => None,
+            _ => self.response_index(want),
+        };
         let take_request = match want {
             Want::Requests => request().is_some(),
             Want::Responses | Want::Response(_) => false,

@@ -101,6 +101,72 @@ fn eight_threads_with_200_concurrent_rpcs_each_get_their_own_responses() {
     }
 }
 
+/// One socket that is a client and a server at once (as the kernel's sockets may be): a
+/// thread receives requests only while another sends requests to the socket itself and
+/// receives the responses. A receive for requests must never take a response, or that
+/// response is lost to the thread that waits for it.
+#[test]
+fn a_thread_waiting_for_requests_never_takes_a_response() {
+    for (kind, v6) in setups() {
+        let socket = Arc::new(bind_server(|| config(kind, v6)));
+        let ip: std::net::IpAddr = if v6 {
+            std::net::Ipv6Addr::LOCALHOST.into()
+        } else {
+            std::net::Ipv4Addr::LOCALHOST.into()
+        };
+        let me = std::net::SocketAddr::new(ip, socket.port());
+        let misdelivered = std::sync::atomic::AtomicUsize::new(0);
+        std::thread::scope(|s| {
+            let server = socket.clone();
+            let misdelivered = &misdelivered;
+            s.spawn(move || loop {
+                match server.recv(Want::Requests) {
+                    Ok(m) if m.is_request() => {
+                        let _ = m.reply(&m.to_vec());
+                    }
+                    // A response, or the failure of one of our own RPCs.
+                    Ok(_) => {
+                        misdelivered.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    }
+                    Err(e) if e.cookie().is_some() => {
+                        misdelivered.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    }
+                    Err(Error::Shutdown) => return,
+                    Err(e) => panic!("{}: the serving thread: {e}", label(kind, v6)),
+                }
+            });
+            // Stops the serving thread however this thread leaves (a failed wait too).
+            struct Stop<'a>(&'a Socket);
+            impl Drop for Stop<'_> {
+                fn drop(&mut self) {
+                    self.0.shutdown();
+                }
+            }
+            let _stop = Stop(&socket);
+            for round in 0..10u64 {
+                let sent: Vec<(u64, Vec<u8>)> = (0..200u64)
+                    .map(|k| {
+                        let msg = pattern(1 + ((round * 200 + k) % 2000) as usize, k);
+                        (socket.send_request(me, &msg, round).unwrap(), msg)
+                    })
+                    .collect();
+                for (id, msg) in sent {
+                    let resp = socket
+                        .recv_timeout(Want::Response(id), RECV_LIMIT)
+                        .unwrap_or_else(|e| panic!("{}: round {round}: {e}", label(kind, v6)));
+                    assert!(resp.to_vec() == msg);
+                }
+            }
+        });
+        assert_eq!(
+            misdelivered.into_inner(),
+            0,
+            "{}: the serving thread was handed responses",
+            label(kind, v6)
+        );
+    }
+}
+
 #[test]
 fn waiting_on_one_id_returns_that_response_only() {
     for (kind, v6) in setups() {
